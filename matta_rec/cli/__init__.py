@@ -1,0 +1,1 @@
+"""The ``matta-rec`` command line: one module per sub-command."""

@@ -1,0 +1,1 @@
+"""Small shared utilities (config loading, filesystem helpers)."""
