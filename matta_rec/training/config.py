@@ -1,0 +1,377 @@
+"""`RunConfig`: every option of a training run, read from YAML.
+
+A run is described by one YAML file (``pipelines/configs/default.yaml`` lists
+every option with its default).  The sections map onto the dataclasses below
+and are validated by :func:`matta_rec.utils.config.from_dict`: an unknown key
+or a value of the wrong type is an error naming the file and the dotted key.
+
+This module imports neither TensorFlow nor Keras, so the CLI can validate a
+config (and print ``--help``) cheaply.
+
+Example:
+
+>>> cfg = RunConfig.from_dict({"mode": "student", "batch_size": 128})
+>>> cfg.loss.distill_weight
+1.0
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+from typing import Any, Literal, Mapping
+
+import yaml
+
+from matta_rec.data.errors import ConfigError
+from matta_rec.utils.config import from_dict, load_yaml, to_dict
+
+MODES = ("student", "ta", "matta", "matta_no_distill", "matta_no_sharing")
+STRATEGIES = ("default", "mirrored", "multi_worker")
+RAMP_KINDS = ("linear", "cosine", "constant")
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+@dataclasses.dataclass
+class RampConfig:
+    """When the distillation loss is switched on (paper 3.1.1).
+
+    ``w_D(t)`` is 0 for ``t < delay_steps``, then rises to
+    ``loss.distill_weight`` over ``ramp_steps`` optimizer steps (linearly or
+    along a half cosine); ``kind: constant`` uses the target from ``delay_steps``.
+
+    Args:
+        kind: ``"linear"``, ``"cosine"`` or ``"constant"``.
+        delay_steps: optimizer steps with ``w_D = 0``.
+        ramp_steps: steps from 0 to the target after the delay.
+    """
+
+    kind: Literal["linear", "cosine", "constant"] = "linear"
+    delay_steps: int = 0
+    ramp_steps: int = 0
+
+    def __post_init__(self):
+        _check(self.delay_steps >= 0, f"ramp.delay_steps must be >= 0, got {self.delay_steps}")
+        _check(self.ramp_steps >= 0, f"ramp.ramp_steps must be >= 0, got {self.ramp_steps}")
+
+
+@dataclasses.dataclass
+class LossConfig:
+    """Weights of ``L = w_S L_S + w_TA L_TA + w_D(t) L_D`` (paper eq. 1-3).
+
+    Args:
+        student_weight: ``w_S``, weight of the smallest level's loss.
+        ta_weight: ``w_TA``, weight of the largest level's loss.
+        intermediate_weight: weight of the losses of levels between the two
+            (models with more than two levels); ``null`` = ``student_weight``.
+        distill_weight: target of ``w_D`` (reached after the ramp).
+        temperature: distillation temperature ``T``: ``L_D`` compares
+            ``sigmoid(z/T)`` and is scaled by ``T**2``.
+        distill_from: ``"ta"`` (every smaller level distils from the TA) or
+            ``"next"`` (each level from the next larger one).
+        label: which label trains the heads: ``"target"`` (the Teacher
+            probability column, soft) or ``"event"`` (the 0/1 event column).
+        ramp: schedule of ``w_D``.
+    """
+
+    student_weight: float = 1.0
+    ta_weight: float = 1.0
+    intermediate_weight: float | None = None
+    distill_weight: float = 1.0
+    temperature: float = 1.0
+    distill_from: Literal["ta", "next"] = "ta"
+    label: Literal["target", "event"] = "target"
+    ramp: RampConfig = dataclasses.field(default_factory=RampConfig)
+
+    def __post_init__(self):
+        for name in ("student_weight", "ta_weight", "distill_weight"):
+            value = getattr(self, name)
+            _check(value >= 0, f"loss.{name} must be >= 0, got {value}")
+        if self.intermediate_weight is not None:
+            _check(
+                self.intermediate_weight >= 0,
+                f"loss.intermediate_weight must be >= 0, got {self.intermediate_weight}",
+            )
+        _check(self.temperature > 0, f"loss.temperature must be > 0, got {self.temperature}")
+        _check(
+            self.distill_from in ("ta", "next"),
+            f"loss.distill_from must be 'ta' or 'next', got {self.distill_from!r}",
+        )
+        _check(
+            self.label in ("target", "event"),
+            f"loss.label must be 'target' or 'event', got {self.label!r}",
+        )
+        if isinstance(self.ramp, Mapping):
+            self.ramp = from_dict(RampConfig, self.ramp, key="loss.ramp")
+
+    @classmethod
+    def from_any(cls, value: "LossConfig | Mapping | None") -> "LossConfig":
+        """A LossConfig from itself, a mapping or ``None`` (defaults)."""
+        if isinstance(value, cls):
+            return value
+        return from_dict(cls, value or {}, key="loss")
+
+
+@dataclasses.dataclass
+class OptimizerConfig:
+    """The optimizer: a name and its keyword arguments.
+
+    Args:
+        name: ``"shampoo"``, ``"adam"``, ``"adagrad"``, ``"sgd"`` ... (any name
+            ``matta_rec.optimizers.get`` or ``keras.optimizers.get`` knows).
+        settings: keyword arguments, e.g. ``{learning_rate: 0.001}``.
+    """
+
+    name: str = "adam"
+    settings: dict = dataclasses.field(default_factory=lambda: {"learning_rate": 0.001})
+
+    def __post_init__(self):
+        _check(bool(self.name), "optimizer.name must be a non-empty string such as 'adam'")
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """How the log stream is read and split.
+
+    Args:
+        stats_rows: rows at the start of the stream used to fit the
+            preprocessing statistics (vocabularies, normalisation).
+        holdout_shards: the last N shards are not trained on; the final heads
+            are evaluated on them (AUROC / AucLoss in ``metrics.json``).
+        holdout_fraction: alternatively, this fraction of the shards (rounded
+            up, at least 1); ``null`` = use ``holdout_shards``.
+        skip_bad_shards: quarantine shards that fail validation instead of
+            stopping.
+        max_rows: stop training after this many stream rows (``null`` = all).
+    """
+
+    stats_rows: int = 50_000
+    holdout_shards: int = 0
+    holdout_fraction: float | None = None
+    skip_bad_shards: bool = False
+    max_rows: int | None = None
+
+    def __post_init__(self):
+        _check(self.stats_rows > 0, f"data.stats_rows must be > 0, got {self.stats_rows}")
+        _check(self.holdout_shards >= 0, "data.holdout_shards must be >= 0")
+        if self.holdout_fraction is not None:
+            _check(
+                0.0 < self.holdout_fraction < 1.0,
+                f"data.holdout_fraction must be in (0, 1), got {self.holdout_fraction}",
+            )
+            _check(
+                self.holdout_shards == 0,
+                "give data.holdout_shards or data.holdout_fraction, not both",
+            )
+        if self.max_rows is not None:
+            _check(self.max_rows > 0, "data.max_rows must be > 0 or null")
+
+
+@dataclasses.dataclass
+class CheckpointConfig:
+    """Periodic checkpoints of model, optimizer and stream position.
+
+    Args:
+        every_rows: save after at least this many rows since the last save.
+        every_steps: or after this many optimizer steps (``null`` = off).
+        keep: checkpoints kept on disk.
+    """
+
+    every_rows: int | None = 100_000
+    every_steps: int | None = None
+    keep: int = 3
+
+    def __post_init__(self):
+        if self.every_rows is not None:
+            _check(self.every_rows > 0, "checkpoint.every_rows must be > 0 or null")
+        if self.every_steps is not None:
+            _check(self.every_steps > 0, "checkpoint.every_steps must be > 0 or null")
+        _check(self.keep >= 1, "checkpoint.keep must be >= 1")
+
+
+@dataclasses.dataclass
+class MetricsConfig:
+    """Online (progressive-validation) metrics.
+
+    Args:
+        window_rows: rows per point of the online AucLoss curve in
+            ``metrics.json`` (exact AUROC of the scored-before-trained
+            predictions of that window).
+        progress: show a Keras progress bar.
+        tensorboard: write TensorBoard scalars to ``RUN_DIR/tensorboard``.
+        log_every_steps: steps between TensorBoard points.
+    """
+
+    window_rows: int = 10_000
+    progress: bool = True
+    tensorboard: bool = True
+    log_every_steps: int = 10
+
+    def __post_init__(self):
+        _check(self.window_rows > 0, "metrics.window_rows must be > 0")
+        _check(self.log_every_steps > 0, "metrics.log_every_steps must be > 0")
+
+
+@dataclasses.dataclass
+class DebugConfig:
+    """Debugging hooks (off by default).
+
+    Args:
+        trained_rows_column: name of a numeric feature whose values are
+            appended, batch by batch, to ``RUN_DIR/debug/trained_rows.txt``
+            together with the batch's ``rows_end`` (used by the
+            kill-and-resume test to check every row is trained exactly once).
+        stop_after_rows: exit (without writing the final model) once this many
+            rows have been trained in this process; simulates a crash.
+    """
+
+    trained_rows_column: str | None = None
+    stop_after_rows: int | None = None
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """Everything a training run needs besides the data and the schema.
+
+    Args:
+        model: the model section, a mapping for ``matta_rec.models.ModelConfig``.
+        loss: loss weights, temperature and ramp (:class:`LossConfig`).
+        optimizer: optimizer name and settings (:class:`OptimizerConfig`).
+        batch_size: global batch size (split across replicas).
+        epochs: passes over the training shards (1 = one online pass).
+        mode: ``"student"`` (Student alone), ``"ta"`` (TA alone), ``"matta"``,
+            ``"matta_no_distill"`` (``w_D = 0``) or ``"matta_no_sharing"``
+            (independent Student and TA weights).
+        strategy: ``"default"`` (one device), ``"mirrored"`` (all local
+            devices) or ``"multi_worker"`` (``TF_CONFIG``).
+        seed: random seed of weight initialisation.
+        data: stream options (:class:`DataConfig`).
+        checkpoint: checkpoint cadence (:class:`CheckpointConfig`).
+        metrics: online metrics (:class:`MetricsConfig`).
+        debug: debugging hooks (:class:`DebugConfig`).
+
+    Example:
+
+    >>> cfg = RunConfig.from_yaml("pipelines/configs/sample.yaml")
+    >>> cfg.mode
+    'matta'
+    """
+
+    model: dict = dataclasses.field(default_factory=dict)
+    loss: LossConfig = dataclasses.field(default_factory=LossConfig)
+    optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
+    batch_size: int = 512
+    epochs: int = 1
+    mode: Literal["student", "ta", "matta", "matta_no_distill", "matta_no_sharing"] = "matta"
+    strategy: Literal["default", "mirrored", "multi_worker"] = "default"
+    seed: int = 0
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    checkpoint: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)
+    metrics: MetricsConfig = dataclasses.field(default_factory=MetricsConfig)
+    debug: DebugConfig = dataclasses.field(default_factory=DebugConfig)
+    source: str = dataclasses.field(default="<dict>", compare=False)
+
+    def __post_init__(self):
+        _check(self.batch_size > 0, f"batch_size must be > 0, got {self.batch_size}")
+        _check(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
+        _check(self.mode in MODES, f"mode must be one of {list(MODES)}, got {self.mode!r}")
+        _check(
+            self.strategy in STRATEGIES,
+            f"strategy must be one of {list(STRATEGIES)}, got {self.strategy!r}",
+        )
+
+    # ----------------------------------------------------------------- I/O
+    @classmethod
+    def from_dict(
+        cls, mapping: Mapping | None, source: str = "<dict>", overrides: Mapping | None = None
+    ) -> "RunConfig":
+        """Build from a mapping; ``overrides`` (nested or dotted keys) win."""
+        data = dict(mapping or {})
+        data.pop("source", None)
+        if overrides:
+            data = apply_overrides(data, overrides, source)
+        config = from_dict(cls, data, source=str(source))
+        config.source = str(source)
+        config.model_config()  # validate the model section now, naming the key
+        return config
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike, overrides: Mapping | None = None) -> "RunConfig":
+        return cls.from_dict(load_yaml(path), source=os.fspath(path), overrides=overrides)
+
+    @classmethod
+    def load(cls, config: "RunConfig | str | os.PathLike | Mapping | None",
+             overrides: Mapping | None = None) -> "RunConfig":
+        """Accept a RunConfig, a YAML path, a mapping or None (defaults)."""
+        if isinstance(config, RunConfig):
+            if not overrides:
+                return config
+            return cls.from_dict(config.to_dict(), source=config.source, overrides=overrides)
+        if config is None or isinstance(config, Mapping):
+            return cls.from_dict(config or {}, overrides=overrides)
+        return cls.from_yaml(config, overrides=overrides)
+
+    def to_dict(self) -> dict:
+        out = to_dict(self)
+        out.pop("source", None)
+        return out
+
+    def to_yaml(self, path: str | os.PathLike) -> None:
+        with open(path, "w", encoding="utf-8") as handle:
+            yaml.safe_dump(self.to_dict(), handle, sort_keys=False)
+
+    # ------------------------------------------------------------ derived
+    def model_config(self):
+        """The ``matta_rec.models.ModelConfig`` of the nested model.
+
+        Raises:
+            ConfigError: naming ``model.<key>`` when the section is invalid.
+        """
+        try:
+            from matta_rec.models import ModelConfig
+        except ImportError:  # models not available: keep the raw mapping
+            return dict(self.model)
+        if hasattr(ModelConfig, "from_dict"):
+            try:
+                return ModelConfig.from_dict(self.model, source=self.source)
+            except TypeError:
+                pass
+        return from_dict(ModelConfig, self.model, source=self.source, key="model")
+
+    def effective_loss(self) -> LossConfig:
+        """The loss config after the mode is applied (``w_D = 0`` without distillation)."""
+        loss = copy.deepcopy(self.loss)
+        if self.mode == "matta_no_distill":
+            loss.distill_weight = 0.0
+        return loss
+
+
+def apply_overrides(data: Mapping, overrides: Mapping, source: str = "<overrides>") -> dict:
+    """Deep-merge ``overrides`` into ``data``; keys may be dotted (``loss.ramp.kind``)."""
+    out = copy.deepcopy(dict(data))
+    for key, value in overrides.items():
+        parts = str(key).split(".")
+        node = out
+        for depth, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = {}
+            elif not isinstance(child, Mapping):
+                raise ConfigError(
+                    f"cannot set '{key}': '{'.'.join(parts[:depth + 1])}' is not a section",
+                    source=source,
+                    key=key,
+                )
+            node[part] = dict(child)
+            node = node[part]
+        last = parts[-1]
+        if isinstance(value, Mapping) and isinstance(node.get(last), Mapping):
+            node[last] = apply_overrides(node[last], value, source)
+        else:
+            node[last] = copy.deepcopy(value)
+    return out

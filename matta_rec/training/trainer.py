@@ -1,0 +1,220 @@
+"""`MatTATrainer`: a Keras model whose ``train_step`` is Algorithm 1 of the paper.
+
+The trainer wraps any model that maps features to a dict of logits in level
+order (``{"student": z_S, ..., "ta": z_TA}``) and knows nothing of nesting:
+parameter sharing lives in the wrapped model, so ``L_D``'s stop-gradient on
+the TA side is all that keeps distillation from updating the TA.
+
+Example:
+
+>>> trainer = MatTATrainer(nested_model, LossConfig(distill_weight=1.0))
+>>> trainer.compile(optimizer=keras.optimizers.Adam(1e-3))
+>>> trainer.fit(dataset)          # dataset of (features, {"target": y, ...})
+
+Progress bar / TensorBoard logs: ``loss``, ``distill_weight`` and per level
+``{level}_auroc``, ``{level}_logloss`` and ``{level}_distill`` (levels that
+distil).  The forward pass of ``train_step`` runs before the update, so its
+predictions are scored before being trained on (progressive validation).
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import keras
+import tensorflow as tf
+
+from matta_rec.training.config import LossConfig
+from matta_rec.training.losses import MatTALoss
+from matta_rec.utils.config import to_dict
+
+
+def _find_levels(model) -> tuple[str, ...] | None:
+    levels = getattr(model, "levels", None)
+    if levels is None:
+        config = getattr(model, "config", None)
+        levels = getattr(config, "levels", None)
+    return tuple(levels) if levels else None
+
+
+def split_labels(y, label: str = "target", sample_weight=None):
+    """``(labels [B], sample_weight [B] | None)`` from a labels dict or tensor.
+
+    Args:
+        y: ``{"target": ..., "event": ..., "weight": ...}`` or a tensor.
+        label: the key that trains the heads (``"target"`` or ``"event"``).
+        sample_weight: explicit weights; otherwise ``y["weight"]`` if present.
+    """
+    if isinstance(y, Mapping):
+        if label not in y:
+            raise ValueError(
+                f"labels have no '{label}' entry (got {sorted(y)}); with loss.label: "
+                f"{label} the schema must declare labels.{label}"
+            )
+        labels = y[label]
+        if sample_weight is None:
+            sample_weight = y.get("weight")
+    else:
+        labels = y
+    labels = tf.reshape(tf.cast(labels, tf.float32), [-1])
+    if sample_weight is not None:
+        sample_weight = tf.reshape(tf.cast(sample_weight, tf.float32), [-1])
+    return labels, sample_weight
+
+
+@keras.saving.register_keras_serializable(package="matta_rec")
+class MatTATrainer(keras.Model):
+    """Train a dict-of-logits model with ``L = w_S L_S + w_TA L_TA + w_D(t) L_D``.
+
+    Args:
+        model: a Keras model returning ``{level: logit [B]}``.
+        loss_config: :class:`~matta_rec.training.config.LossConfig` or mapping
+            (weights, temperature, ramp, ``distill_from``, ``label``).
+        levels: level names smallest first; default ``model.levels`` or
+            ``model.config.levels``.
+
+    Example:
+
+    >>> trainer = MatTATrainer(model, {"distill_weight": 0.5}, levels=("student", "ta"))
+    >>> trainer.compile(optimizer="adam")
+    >>> history = trainer.fit(ds, epochs=1)
+    """
+
+    def __init__(self, model, loss_config: LossConfig | Mapping | None = None,
+                 levels: Sequence[str] | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if not callable(model):
+            raise ValueError(f"MatTATrainer needs a Keras model, got {type(model).__name__}")
+        levels = tuple(levels) if levels else _find_levels(model)
+        if not levels:
+            raise ValueError(
+                "MatTATrainer cannot tell the model's levels: pass levels=('student', 'ta') "
+                "(smallest first) or give the model a `levels` attribute"
+            )
+        self.model = model
+        self.levels = levels
+        self.loss_config = LossConfig.from_any(loss_config)
+        self.matta_loss = MatTALoss(levels, self.loss_config)
+        self.loss_metric = keras.metrics.Mean(name="loss")
+        self.level_metrics = {}
+        for level in levels:
+            self.level_metrics[f"{level}_auroc"] = keras.metrics.AUC(
+                num_thresholds=500, from_logits=True, name=f"{level}_auroc"
+            )
+            self.level_metrics[f"{level}_logloss"] = keras.metrics.Mean(name=f"{level}_logloss")
+        for small, _ in self.matta_loss.pairs:
+            self.level_metrics[f"{small}_distill"] = keras.metrics.Mean(name=f"{small}_distill")
+        self._metric_list = [self.loss_metric] + list(self.level_metrics.values())
+
+    # ------------------------------------------------------------- keras API
+    def call(self, inputs, training=False):
+        return self.model(inputs, training=training)
+
+    @property
+    def metrics(self):
+        return list(self._metric_list)
+
+    def _step(self):
+        optimizer = getattr(self, "optimizer", None)
+        if optimizer is None:
+            return tf.constant(0, tf.int64)
+        return optimizer.iterations
+
+    def _update_metrics(self, labels, sample_weight, logits, rows, loss_value, loss_weight):
+        self.loss_metric.update_state(loss_value, sample_weight=loss_weight)
+        for level in self.levels:
+            self.level_metrics[f"{level}_auroc"].update_state(
+                labels, logits[level], sample_weight=sample_weight
+            )
+            self.level_metrics[f"{level}_logloss"].update_state(
+                rows[f"{level}_loss"], sample_weight=sample_weight
+            )
+        for small, _ in self.matta_loss.pairs:
+            self.level_metrics[f"{small}_distill"].update_state(
+                rows[f"{small}_distill"], sample_weight=sample_weight
+            )
+
+    def _logs(self, distill_weight):
+        logs = {m.name: m.result() for m in self._metric_list}
+        logs["distill_weight"] = tf.cast(distill_weight, tf.float32)
+        return logs
+
+    def compute_losses(self, x, y, sample_weight=None, *, training=False, denominator=None):
+        """Forward pass and losses without an update.
+
+        Returns:
+            ``(total, parts, rows, logits, labels, sample_weight)``; ``total``
+            is the batch loss (not scaled for distribution).
+        """
+        labels, sample_weight = split_labels(y, self.loss_config.label, sample_weight)
+        logits = self.model(x, training=training)
+        logits = {k: tf.reshape(tf.cast(v, tf.float32), [-1]) for k, v in logits.items()}
+        rows = self.matta_loss.per_example(labels, logits)
+        total, parts = self.matta_loss.combine(rows, sample_weight, self._step(), denominator)
+        return total, parts, rows, logits, labels, sample_weight
+
+    def train_batch(self, x, y, sample_weight=None, *, denominator=None):
+        """One MatTA update on a batch; returns ``(logs, logits)``.
+
+        ``logits`` come from the forward pass before the update (scored before
+        trained on).  ``denominator``: the global batch's weight sum when a
+        replica trains a slice of a batch (the per-replica losses then add up
+        to the batch loss, so summed gradients equal single-device ones);
+        without it the local weighted mean is divided by the number of
+        replicas, as Keras does.
+        """
+        with tf.GradientTape() as tape:
+            total, parts, rows, logits, labels, sample_weight = self.compute_losses(
+                x, y, sample_weight, training=True, denominator=denominator
+            )
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            if denominator is None:
+                # Keras convention: local mean, gradients summed over replicas.
+                scaled = total / float(replicas)
+                tracked, tracked_weight = total, tf.cast(tf.shape(labels)[0], tf.float32)
+            else:
+                # The replica losses add up to the batch loss: the Mean metric
+                # must sum them once per batch.
+                scaled = total
+                tracked, tracked_weight = total * float(replicas), 1.0 / float(replicas)
+            if self.optimizer is not None:
+                scaled = self.optimizer.scale_loss(scaled)
+        variables = self.trainable_variables
+        grads = tape.gradient(scaled, variables)
+        self.optimizer.apply_gradients(
+            [(g, v) for g, v in zip(grads, variables) if g is not None]
+        )
+        self._update_metrics(labels, sample_weight, logits, rows, tracked, tracked_weight)
+        return self._logs(parts["distill_weight"]), logits
+
+    def train_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        logs, _ = self.train_batch(x, y, sample_weight)
+        return logs
+
+    def test_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        total, parts, rows, logits, labels, sample_weight = self.compute_losses(
+            x, y, sample_weight, training=False
+        )
+        self._update_metrics(
+            labels, sample_weight, logits, rows, total, tf.cast(tf.shape(labels)[0], tf.float32)
+        )
+        return self._logs(parts["distill_weight"])
+
+    # --------------------------------------------------------- serialisation
+    def get_config(self):
+        return {
+            "model": keras.saving.serialize_keras_object(self.model),
+            "loss_config": to_dict(self.loss_config),
+            "levels": list(self.levels),
+            "name": self.name,
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        model = keras.saving.deserialize_keras_object(
+            config.pop("model"), custom_objects=custom_objects
+        )
+        return cls(model=model, **config)
