@@ -1,0 +1,433 @@
+"""Per-format shard readers: one shard file -> one ``pyarrow.Table``.
+
+Each reader returns the schema's columns that the file holds, typed as close
+to the raw representation as the format allows (CSV and TFRecord columns are
+parsed with the schema's types; Parquet columns keep the file's types).
+Whether the columns are *right* (present, typed, finite, in range) is the job
+of :mod:`matta_rec.data.validation`; a reader only raises
+:class:`~matta_rec.data.errors.DataError` when the file cannot be read at all
+(empty, truncated, corrupt) or a CSV / TFRecord value cannot be parsed as the
+schema's type, naming the file, column and row.
+
+Example:
+
+>>> table = read_shard("logs/dt=2026-11-01/hour=07/part-0.parquet", schema)
+>>> table.num_rows
+4096
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from typing import Callable
+
+import numpy as np
+import pyarrow as pa
+
+from matta_rec.data.errors import DataError
+from matta_rec.data.schema import Schema
+from matta_rec.data.writers import FORMATS, format_of
+
+__all__ = ["read_shard", "read_parquet", "read_csv", "read_tfrecord", "UNREADABLE_FIX"]
+
+UNREADABLE_FIX = (
+    "re-write the shard (it is empty, truncated or corrupt), or pass "
+    "skip_bad_shards=True to quarantine it and continue"
+)
+
+
+def _expected_kind(name: str, schema: Schema) -> str:
+    if name in schema.feature_names:
+        spec = schema.feature(name)
+        if spec.kind == "categorical":
+            return "int64" if spec.dtype == "int64" else "string"
+        return {"numeric": "float", "multi_categorical": "string", "dense": "dense"}[spec.kind]
+    return "float"  # labels
+
+
+def _check_not_empty(path: str) -> None:
+    try:
+        size = os.path.getsize(path)
+    except OSError as exc:
+        raise DataError(f"cannot open the shard ({exc})", file=path, fix=UNREADABLE_FIX) from exc
+    if size == 0:
+        raise DataError("the file is empty (0 bytes)", file=path, fix=UNREADABLE_FIX)
+
+
+# ------------------------------------------------------------------- parquet
+def read_parquet(path: str, schema: Schema) -> pa.Table:
+    """Read the schema's columns of a Parquet shard (other columns are skipped).
+
+    Args:
+        path: the shard.
+        schema: the feature schema.
+    """
+    import pyarrow.parquet as pq
+
+    _check_not_empty(path)
+    try:
+        handle = pq.ParquetFile(path)
+        present = set(handle.schema_arrow.names)
+        wanted = [c for c in schema.columns if c in present]
+        table = handle.read(columns=wanted, use_threads=True)
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(
+            f"not a readable Parquet file: truncated or corrupt ({exc})",
+            file=path,
+            fix=UNREADABLE_FIX,
+        ) from exc
+    return table.combine_chunks()
+
+
+# ----------------------------------------------------------------------- csv
+def _csv_header(path: str) -> list[str]:
+    with open(path, "r", encoding="utf-8", newline="") as handle:
+        try:
+            return next(csv.reader(handle))
+        except StopIteration:
+            return []
+
+
+def _first_bad_csv_line(path: str, expected: int) -> tuple[int, int] | None:
+    """(0-based data row, column count) of the first row with a wrong column count."""
+    with open(path, "r", encoding="utf-8", newline="", errors="replace") as handle:
+        reader = csv.reader(handle)
+        next(reader, None)
+        for row_index, fields in enumerate(reader):
+            if len(fields) != expected:
+                return row_index, len(fields)
+    return None
+
+
+def _locate_conversion_error(path: str, schema: Schema, present: list[str]) -> DataError:
+    """Re-read a CSV as text and find the first value not parseable as its type."""
+    import pyarrow.csv as pcsv
+    import pyarrow.compute as pc
+
+    table = pcsv.read_csv(
+        path,
+        convert_options=pcsv.ConvertOptions(
+            include_columns=present,
+            column_types={c: pa.string() for c in present},
+            strings_can_be_null=True,
+        ),
+    )
+    for name in present:
+        kind = _expected_kind(name, schema)
+        if kind == "string":
+            continue
+        target = pa.int64() if kind == "int64" else pa.float32()
+        text = table.column(name).combine_chunks()
+        if kind == "dense":
+            sep = schema.feature(name).separator
+            flat_rows = pc.split_pattern(text, sep)
+            ok = _row_ok(flat_rows, lambda arr: pc.cast(arr, pa.list_(target)))
+        else:
+            ok = _row_ok(text, lambda arr: pc.cast(arr, target))
+        if ok is not None:
+            row = int(np.flatnonzero(~ok)[0])
+            value = text[row].as_py()
+            type_name = {"int64": "an integer", "float": "a number", "dense": "numbers"}[kind]
+            return DataError(
+                f"value {value!r} (line {row + 2} of the file) is not {type_name}; wrong type "
+                f"for a {_describe(name, schema)} column",
+                file=path,
+                column=name,
+                row=row,
+                fix=f"write column '{name}' as {_describe_raw(name, schema)}, or correct the "
+                "schema",
+            )
+    return DataError(
+        "the CSV cannot be parsed with the schema's column types",
+        file=path,
+        fix=UNREADABLE_FIX,
+    )
+
+
+def _row_ok(array: pa.Array, cast: Callable) -> np.ndarray | None:
+    """Boolean mask of rows that ``cast`` accepts, or ``None`` when all are fine."""
+    try:
+        cast(array)
+        return None
+    except pa.ArrowException:
+        pass
+    ok = np.ones(len(array), dtype=bool)
+    # Bisect down to single rows: O(bad rows * log n) casts, only on the error path.
+    stack = [(0, len(array))]
+    while stack:
+        lo, hi = stack.pop()
+        try:
+            cast(array.slice(lo, hi - lo))
+        except pa.ArrowException:
+            if hi - lo == 1:
+                ok[lo] = False
+                return ok  # the first bad row is enough
+            mid = (lo + hi) // 2
+            stack.append((mid, hi))
+            stack.append((lo, mid))
+    return ok
+
+
+def _describe(name: str, schema: Schema) -> str:
+    if name in schema.feature_names:
+        return f"'{schema.feature(name).kind}' feature"
+    return "label"
+
+
+def _describe_raw(name: str, schema: Schema) -> str:
+    kind = _expected_kind(name, schema)
+    if kind == "dense":
+        spec = schema.feature(name)
+        return f"{spec.dim} numbers joined by '{spec.separator}'"
+    return {"int64": "integers", "float": "numbers", "string": "text"}[kind]
+
+
+def read_csv(path: str, schema: Schema) -> pa.Table:
+    """Read a CSV shard (header row, comma-separated) with the schema's types.
+
+    Dense vectors are ``separator``-joined numbers in one field and come back
+    as ``list<float32>``. An empty numeric field is a null; an empty text field
+    is the empty string (CSV cannot tell it from a null).
+
+    Args:
+        path: the shard.
+        schema: the feature schema.
+    """
+    import pyarrow.csv as pcsv
+    import pyarrow.compute as pc
+
+    _check_not_empty(path)
+    try:
+        header = _csv_header(path)
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(
+            f"not a readable CSV file ({exc})", file=path, fix=UNREADABLE_FIX
+        ) from exc
+    present = [c for c in schema.columns if c in header]
+    types = {}
+    for name in present:
+        kind = _expected_kind(name, schema)
+        types[name] = {
+            "string": pa.string(),
+            "int64": pa.int64(),
+            "float": pa.float32(),
+            "dense": pa.string(),
+        }[kind]
+    try:
+        table = pcsv.read_csv(
+            path,
+            convert_options=pcsv.ConvertOptions(
+                include_columns=present,
+                column_types=types,
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            ),
+        )
+    except pa.ArrowInvalid as exc:
+        message = str(exc)
+        if "conversion error" in message:
+            raise _locate_conversion_error(path, schema, present) from exc
+        bad = None
+        if "columns" in message:
+            bad = _first_bad_csv_line(path, len(header))
+        if bad is not None:
+            row, count = bad
+            raise DataError(
+                f"line {row + 2} has {count} fields, the header has {len(header)}: the file "
+                "is truncated or corrupt",
+                file=path,
+                row=row,
+                fix=UNREADABLE_FIX,
+            ) from exc
+        raise DataError(
+            f"not a readable CSV file ({message})", file=path, fix=UNREADABLE_FIX
+        ) from exc
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(f"not a readable CSV file ({exc})", file=path, fix=UNREADABLE_FIX) from exc
+    table = table.combine_chunks()
+    for name in present:
+        if _expected_kind(name, schema) != "dense":
+            continue
+        spec = schema.feature(name)
+        text = table.column(name).combine_chunks()
+        # Empty field = null vector (the writer writes a null vector as "").
+        text = pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text)
+        split = pc.split_pattern(text, spec.separator)
+        try:
+            vectors = pc.cast(split, pa.list_(pa.float32()))
+        except pa.ArrowException as exc:
+            raise _locate_conversion_error(path, schema, present) from exc
+        table = table.set_column(table.schema.get_field_index(name), name, vectors)
+    return table
+
+
+# ------------------------------------------------------------------ tfrecord
+_TF_TYPES = {"string": "string", "int64": "int64", "float": "float32", "dense": "float32"}
+
+
+def _read_records(path: str):
+    import tensorflow as tf
+
+    batches = []
+    try:
+        for batch in tf.data.TFRecordDataset(path, buffer_size=1 << 22).batch(1 << 16):
+            batches.append(batch)
+    except (tf.errors.DataLossError, tf.errors.OutOfRangeError, tf.errors.InvalidArgumentError) as exc:
+        raise DataError(
+            f"not a readable TFRecord file: truncated or corrupt ({exc.message})",
+            file=path,
+            fix=UNREADABLE_FIX,
+        ) from exc
+    if not batches:
+        return tf.constant([], dtype=tf.string)
+    return tf.concat(batches, axis=0) if len(batches) > 1 else batches[0]
+
+
+def _parse(records, features: dict) -> dict:
+    import tensorflow as tf
+
+    specs = {
+        name: tf.io.RaggedFeature(dtype=getattr(tf, dtype), row_splits_dtype=tf.int64)
+        for name, dtype in features.items()
+    }
+    return tf.io.parse_example(records, specs)
+
+
+def _first_bad_record(records, name: str, dtype: str) -> int:
+    import tensorflow as tf
+
+    n = int(records.shape[0])
+    lo, hi = 0, n
+    while hi - lo > 1:  # bisect: the error path only
+        mid = (lo + hi) // 2
+        try:
+            _parse(records[lo:mid], {name: dtype})
+            lo = mid
+        except tf.errors.InvalidArgumentError:
+            hi = mid
+    return lo
+
+
+def read_tfrecord(path: str, schema: Schema) -> pa.Table:
+    """Read a TFRecord shard of ``tf.Example`` protos with the schema's types.
+
+    A feature missing from an Example is a null; a feature missing from every
+    Example is a missing column. Numeric and label columns may be stored as
+    ``float_list`` or ``int64_list``.
+
+    Args:
+        path: the shard.
+        schema: the feature schema.
+    """
+    import tensorflow as tf
+
+    _check_not_empty(path)
+    records = _read_records(path)
+    wanted = {name: _TF_TYPES[_expected_kind(name, schema)] for name in schema.columns}
+    try:
+        parsed = _parse(records, wanted)
+    except tf.errors.InvalidArgumentError:
+        parsed = {}
+        for name, dtype in wanted.items():
+            alternatives = [dtype] + (["int64"] if dtype == "float32" else [])
+            for alt in alternatives:
+                try:
+                    parsed[name] = _parse(records, {name: alt})[name]
+                    break
+                except tf.errors.InvalidArgumentError:
+                    continue
+            else:
+                row = _first_bad_record(records, name, dtype)
+                raise DataError(
+                    f"record {row} stores the wrong type for a {_describe(name, schema)} "
+                    f"(expected a {'bytes_list' if dtype == 'string' else dtype.replace('32', '') + '_list'})",
+                    file=path,
+                    column=name,
+                    row=row,
+                    fix=f"write column '{name}' as {_describe_raw(name, schema)}, or correct "
+                    "the schema",
+                )
+    n = int(records.shape[0])
+    columns = {}
+    for name in schema.columns:
+        ragged = parsed[name]
+        values = ragged.flat_values.numpy()
+        splits = ragged.row_splits.numpy()
+        if n and splits[-1] == 0:
+            continue  # absent everywhere: a missing column
+        lengths = np.diff(splits)
+        kind = _expected_kind(name, schema)
+        if values.dtype == np.int64 and kind in ("float", "dense"):
+            values = values.astype(np.float32)
+        if kind == "dense":
+            offsets = pa.array(splits.astype(np.int32))
+            mask = pa.array(lengths == 0) if (lengths == 0).any() else None
+            columns[name] = pa.ListArray.from_arrays(
+                offsets, pa.array(values, type=pa.float32()), mask=mask
+            )
+            continue
+        if (lengths > 1).any():
+            row = int(np.flatnonzero(lengths > 1)[0])
+            raise DataError(
+                f"record {row} holds {int(lengths[row])} values; a {_describe(name, schema)} "
+                "column takes one value per row",
+                file=path,
+                column=name,
+                row=row,
+                fix=f"write one value per row in column '{name}', or declare it as a dense "
+                "feature with 'dim'",
+            )
+        arrow_type = {"string": pa.string(), "int64": pa.int64(), "float": pa.float32()}[kind]
+        if kind == "string":
+            values = values.astype(object)
+        if (lengths == 0).any():
+            full = np.empty(n, dtype=values.dtype)
+            present_rows = lengths == 1
+            full[present_rows] = values
+            if kind == "string":
+                full[~present_rows] = ""
+            else:
+                full[~present_rows] = 0
+            try:
+                columns[name] = pa.array(full, type=arrow_type, mask=~present_rows)
+            except pa.ArrowException as exc:
+                raise DataError(
+                    f"value is not valid UTF-8 text ({exc})", file=path, column=name,
+                    fix=f"write column '{name}' as UTF-8 text",
+                ) from exc
+        else:
+            try:
+                columns[name] = pa.array(values, type=arrow_type)
+            except pa.ArrowException as exc:
+                raise DataError(
+                    f"value is not valid UTF-8 text ({exc})", file=path, column=name,
+                    fix=f"write column '{name}' as UTF-8 text",
+                ) from exc
+    return pa.table(columns) if columns else pa.table({"__rows__": pa.nulls(n)}).drop(["__rows__"])
+
+
+_READERS = {"parquet": read_parquet, "csv": read_csv, "tfrecord": read_tfrecord}
+
+
+def read_shard(path: str, schema: Schema, format: str | None = None) -> pa.Table:
+    """Read one shard with the reader of its format.
+
+    Args:
+        path: the shard file.
+        schema: the feature schema.
+        format: ``"parquet"``, ``"csv"`` or ``"tfrecord"``; by default from the
+            extension.
+
+    Returns:
+        A ``pyarrow.Table`` with the schema columns found in the file.
+    """
+    fmt = format or format_of(path)
+    if fmt not in FORMATS:
+        raise DataError(
+            f"unknown shard format {fmt!r}",
+            file=path,
+            fix="name shards *.parquet, *.csv or *.tfrecord",
+        )
+    return _READERS[fmt](path, schema)
