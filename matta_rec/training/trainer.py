@@ -122,9 +122,15 @@ class MatTATrainer(keras.Model):
 
     def _update_metrics(self, labels, sample_weight, logits, rows, loss_value, loss_weight):
         self.loss_metric.update_state(loss_value, sample_weight=loss_weight)
+        # keras.metrics.AUC casts labels to bool, so a soft label p is fed as
+        # a positive of weight w*p plus a negative of weight w*(1-p): the
+        # AUROC of soft labels (exact for hard 0/1 labels too).
+        w = tf.ones_like(labels) if sample_weight is None else sample_weight
+        auc_true = tf.concat([tf.ones_like(labels), tf.zeros_like(labels)], 0)
+        auc_weight = tf.concat([w * labels, w * (1.0 - labels)], 0)
         for level in self.levels:
             self.level_metrics[f"{level}_auroc"].update_state(
-                labels, logits[level], sample_weight=sample_weight
+                auc_true, tf.concat([logits[level], logits[level]], 0), sample_weight=auc_weight
             )
             self.level_metrics[f"{level}_logloss"].update_state(
                 rows[f"{level}_loss"], sample_weight=sample_weight
