@@ -1,0 +1,775 @@
+"""The streaming log reader: validated, time-ordered, resumable batches.
+
+:class:`LogStream` reads a directory (or glob, file, list of files) of log
+shards in lexicographic order of their path relative to the data root, which
+is time order for layouts like ``dt=2026-11-01/hour=07/part-0.parquet``.
+Each shard is read and validated as a whole (:mod:`matta_rec.data.validation`)
+before any of its rows is delivered; rows are then cut into batches of
+``batch_size`` that may span shard boundaries (the last batch may be short).
+
+* Single pass by default (``epochs=1``): online training never sees a row
+  twice.
+* ``follow=FollowOptions(...)`` keeps polling for new shards until a stop
+  condition: an idle timeout, a row budget, or a sentinel file.
+* Every batch can carry ``rows_end``, the stream row count up to and including
+  it; :meth:`LogStream.position_at` turns that into a :class:`StreamPosition`
+  to save (``to_dict``) and resume from (``start=``) without skipping or
+  repeating a row.
+* ``skip_bad_shards=True`` quarantines shards that fail validation instead of
+  raising, counts their rows and reports them (:meth:`LogStream.report` and a
+  logged warning); nothing is dropped silently.
+
+Memory is bounded by the shard being delivered, ``read_ahead`` shards loaded
+in the background and the ``tf.data`` prefetch queue, however long the stream.
+
+Example:
+
+>>> stream = LogStream("logs/", "logs/schema.yaml", batch_size=1024)
+>>> for features, labels, rows_end in stream.dataset(with_position=True):
+...     train_step(features, labels)
+...     if should_checkpoint():
+...         save(stream.position_at(int(rows_end)).to_dict())
+>>> stream.report().rows_read
+1048576
+>>> # later, in a new process:
+>>> stream = LogStream("logs/", schema, batch_size=1024,
+...                    start=StreamPosition.from_dict(saved))
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import glob as globlib
+import logging
+import os
+import queue
+import threading
+import time
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from matta_rec.data.errors import DataError
+from matta_rec.data.formats import read_shard
+from matta_rec.data.schema import Schema, load_schema
+from matta_rec.data.validation import LABEL_KEYS, ShardColumns, validate_table
+from matta_rec.data.writers import format_of
+
+__all__ = ["LogStream", "StreamPosition", "FollowOptions", "StreamReport", "QuarantinedShard"]
+
+logger = logging.getLogger(__name__)
+
+AUTOTUNE = -1
+_GLOB_CHARS = set("*?[")
+
+
+# ------------------------------------------------------------------ options
+@dataclasses.dataclass(frozen=True)
+class FollowOptions:
+    """Follow mode: keep polling the data root for new shards.
+
+    The stream stops at the first stop condition met; with none given it
+    follows until the consumer stops iterating.
+
+    Args:
+        poll_interval_s: seconds between two listings of the data root.
+        idle_timeout_s: stop when no new shard appeared for this many
+            seconds (``None``: never).
+        max_rows: stop after delivering this many rows in this stream (rows
+            before ``start`` do not count; ``None``: no limit). The last batch
+            is cut so that exactly ``max_rows`` rows are delivered.
+        sentinel: stop once this file exists, after reading every shard
+            present when it appeared (a producer writes it when done). A
+            relative path is relative to the data root.
+
+    Example:
+
+    >>> FollowOptions(poll_interval_s=30, idle_timeout_s=3600, sentinel="_DONE")
+    """
+
+    poll_interval_s: float = 5.0
+    idle_timeout_s: float | None = None
+    max_rows: int | None = None
+    sentinel: str | None = None
+
+    def __post_init__(self):
+        if isinstance(self.poll_interval_s, bool) or not isinstance(
+            self.poll_interval_s, (int, float)
+        ) or not self.poll_interval_s > 0:
+            raise ValueError(
+                f"poll_interval_s must be a positive number of seconds, got {self.poll_interval_s!r}"
+            )
+        if self.idle_timeout_s is not None and (
+            isinstance(self.idle_timeout_s, bool)
+            or not isinstance(self.idle_timeout_s, (int, float))
+            or self.idle_timeout_s < 0
+        ):
+            raise ValueError(
+                f"idle_timeout_s must be None or a number of seconds >= 0, got {self.idle_timeout_s!r}"
+            )
+        if self.max_rows is not None and (
+            isinstance(self.max_rows, bool) or not isinstance(self.max_rows, int) or self.max_rows < 1
+        ):
+            raise ValueError(f"max_rows must be None or a positive integer, got {self.max_rows!r}")
+        if self.sentinel is not None and (not isinstance(self.sentinel, (str, os.PathLike)) or not os.fspath(self.sentinel)):
+            raise ValueError(f"sentinel must be None or a file path, got {self.sentinel!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamPosition:
+    """Where a stream resumes: the next row read is row ``row`` of ``shard``.
+
+    Args:
+        shard: shard path relative to the data root (``/``-separated); ``""``
+            is the start of the stream.
+        row: 0-based row inside ``shard`` to resume at.
+        rows_consumed: stream rows delivered before this position, counted
+            from the stream's origin (kept across resumes).
+        epoch: 0-based pass over the data (always 0 for a single pass).
+
+    Example:
+
+    >>> pos = stream.position_at(4096)
+    >>> StreamPosition.from_dict(json.loads(json.dumps(pos.to_dict()))) == pos
+    True
+    """
+
+    shard: str = ""
+    row: int = 0
+    rows_consumed: int = 0
+    epoch: int = 0
+
+    def __post_init__(self):
+        if not isinstance(self.shard, str):
+            raise ValueError(f"shard must be a relative path string, got {self.shard!r}")
+        for name in ("row", "rows_consumed", "epoch"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+            object.__setattr__(self, name, int(value))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> "StreamPosition":
+        if not isinstance(data, Mapping):
+            raise ValueError(f"a stream position must be a mapping, got {type(data).__name__}")
+        allowed = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - allowed
+        if unknown:
+            raise ValueError(f"unknown stream position key(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+        return cls(**dict(data))
+
+
+@dataclasses.dataclass(frozen=True)
+class QuarantinedShard:
+    """A shard set aside by ``skip_bad_shards``.
+
+    Args:
+        shard: path relative to the data root.
+        rows: its row count, or ``None`` when the file could not be read.
+        error: the validation error message (file, column, row, fix).
+    """
+
+    shard: str
+    rows: int | None
+    error: str
+
+
+@dataclasses.dataclass
+class StreamReport:
+    """What a stream has read so far.
+
+    Args:
+        shards_read: shards validated and delivered (relative paths).
+        rows_read: rows delivered by this stream (not counting rows before
+            ``start``).
+        quarantined: shards set aside by ``skip_bad_shards``.
+        stopped_by: ``"end"``, ``"idle_timeout"``, ``"max_rows"``,
+            ``"sentinel"``, ``"error"`` or ``None`` while still running.
+    """
+
+    shards_read: list = dataclasses.field(default_factory=list)
+    rows_read: int = 0
+    quarantined: list = dataclasses.field(default_factory=list)
+    stopped_by: str | None = None
+
+    @property
+    def rows_quarantined(self) -> int:
+        """Rows in quarantined shards that could be counted."""
+        return sum(q.rows or 0 for q in self.quarantined)
+
+    @property
+    def unreadable_shards(self) -> int:
+        return sum(q.rows is None for q in self.quarantined)
+
+    def to_dict(self) -> dict:
+        return {
+            "shards_read": len(self.shards_read),
+            "rows_read": self.rows_read,
+            "rows_quarantined": self.rows_quarantined,
+            "quarantined": [dataclasses.asdict(q) for q in self.quarantined],
+            "stopped_by": self.stopped_by,
+        }
+
+    def summary(self) -> str:
+        """Human-readable lines, one per quarantined shard."""
+        lines = [
+            f"{len(self.shards_read)} shard(s), {self.rows_read} row(s) read; "
+            f"{len(self.quarantined)} shard(s) quarantined"
+            + (f" ({self.rows_quarantined} rows" if self.quarantined else "")
+            + (f", {self.unreadable_shards} unreadable)" if self.quarantined else "")
+        ]
+        for q in self.quarantined:
+            count = "unreadable" if q.rows is None else f"{q.rows} rows"
+            lines.append(f"  quarantined {q.shard} ({count}): {q.error}")
+        return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ listing
+@dataclasses.dataclass(frozen=True)
+class _Source:
+    root: str
+    files: tuple | None  # an explicit list of files
+    pattern: str | None  # a glob
+    single: str | None  # a single file
+
+    def list(self) -> list[tuple[str, str]]:
+        """Sorted ``(relative path, absolute path)`` of the shards present now."""
+        if self.files is not None:
+            paths = list(self.files)
+        elif self.single is not None:
+            paths = [self.single] if os.path.exists(self.single) else []
+        elif self.pattern is not None:
+            paths = [p for p in globlib.glob(self.pattern, recursive=True) if os.path.isfile(p)]
+        else:
+            paths = []
+            for folder, dirs, names in os.walk(self.root):
+                dirs[:] = [d for d in dirs if not d.startswith((".", "_"))]
+                for name in names:
+                    if not name.startswith((".", "_")) and format_of(name):
+                        paths.append(os.path.join(folder, name))
+        out = []
+        for path in paths:
+            if os.path.basename(path).startswith((".", "_")) or not format_of(path):
+                continue
+            rel = os.path.relpath(os.path.abspath(path), self.root).replace(os.sep, "/")
+            out.append((rel, os.path.abspath(path)))
+        out.sort()
+        return out
+
+
+def _source(data: Any) -> _Source:
+    if isinstance(data, (list, tuple)):
+        if not data:
+            raise ValueError("data is an empty list; give a directory, a glob or shard files")
+        files = tuple(os.path.abspath(os.fspath(p)) for p in data)
+        for path in files:
+            if not os.path.isfile(path):
+                raise DataError("no such shard file", file=path, fix="check the path")
+            if not format_of(path):
+                raise DataError(
+                    "not a shard: unknown extension", file=path,
+                    fix="name shards *.parquet, *.csv or *.tfrecord",
+                )
+        root = os.path.commonpath([os.path.dirname(p) for p in files])
+        return _Source(root, files, None, None)
+    if not isinstance(data, (str, os.PathLike)):
+        raise TypeError(
+            f"data must be a directory, glob, file path or list of files, got {type(data).__name__}"
+        )
+    data = os.fspath(data)
+    if os.path.isdir(data):
+        return _Source(os.path.abspath(data), None, None, None)
+    if os.path.isfile(data):
+        if not format_of(data):
+            raise DataError(
+                "not a shard: unknown extension", file=data,
+                fix="name shards *.parquet, *.csv or *.tfrecord, or pass their directory",
+            )
+        return _Source(os.path.dirname(os.path.abspath(data)), None, None, os.path.abspath(data))
+    if _GLOB_CHARS & set(data):
+        parts = os.path.abspath(data).split(os.sep)
+        fixed = []
+        for part in parts:
+            if _GLOB_CHARS & set(part):
+                break
+            fixed.append(part)
+        root = os.sep.join(fixed) or os.sep
+        return _Source(root, None, os.path.abspath(data), None)
+    raise DataError(
+        "no such directory, file or glob",
+        file=data,
+        fix="pass the directory holding the log shards (or a glob such as 'logs/**/*.parquet')",
+    )
+
+
+# ------------------------------------------------------------------ batching
+class _Buffer:
+    """Rows waiting to be cut into batches; pieces may come from several shards."""
+
+    def __init__(self):
+        self.pieces: list[ShardColumns] = []
+        self.rows = 0
+
+    def add(self, piece: ShardColumns) -> None:
+        if piece.num_rows:
+            self.pieces.append(piece)
+            self.rows += piece.num_rows
+
+    def take(self, n: int) -> ShardColumns:
+        n = min(n, self.rows)
+        first = self.pieces[0]
+        if first.num_rows >= n:
+            out = first.slice(0, n)
+            if first.num_rows == n:
+                self.pieces.pop(0)
+            else:
+                self.pieces[0] = first.slice(n, first.num_rows)
+            self.rows -= n
+            return out
+        parts, need = [], n
+        while need:
+            piece = self.pieces[0]
+            k = min(need, piece.num_rows)
+            parts.append(piece.slice(0, k))
+            if k == piece.num_rows:
+                self.pieces.pop(0)
+            else:
+                self.pieces[0] = piece.slice(k, piece.num_rows)
+            need -= k
+        self.rows -= n
+        return ShardColumns(
+            {k: np.concatenate([p.features[k] for p in parts]) for k in parts[0].features},
+            {k: np.concatenate([p.labels[k] for p in parts]) for k in parts[0].labels},
+            n,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class _Segment:
+    """Stream rows ``[g0, g1)`` are rows ``row0 ..`` of ``shard`` in ``epoch``."""
+
+    g0: int
+    g1: int
+    epoch: int
+    shard: str
+    row0: int
+
+
+# ------------------------------------------------------------------ stream
+class LogStream:
+    """Validated, time-ordered, resumable batches from log shards.
+
+    Args:
+        data: a directory (searched recursively; names starting with ``.`` or
+            ``_`` are ignored), a glob, a single shard file or a list of
+            shard files. Shards are ``*.parquet``, ``*.csv`` or
+            ``*.tfrecord`` (``tf.Example``) and are read in lexicographic
+            order of their path relative to the data root.
+        schema: a :class:`~matta_rec.data.schema.Schema`, a YAML path or a
+            dict.
+        batch_size: rows per batch (batches span shard boundaries; the last
+            one may be short).
+        follow: :class:`FollowOptions` to keep polling for new shards;
+            ``None`` reads the shards present when iteration starts.
+        skip_bad_shards: quarantine shards that fail validation (reported by
+            :meth:`report` and a logged warning) instead of raising.
+        start: a :class:`StreamPosition` (or its dict) to resume from.
+        epochs: passes over the data (``1``: a single pass; must be 1 in
+            follow mode).
+        prefetch: ``tf.data`` prefetch buffer in batches
+            (``tf.data.AUTOTUNE`` = -1 by default).
+        read_ahead: shards loaded and validated in a background thread while
+            the current one is delivered (0 = none).
+
+    Example:
+
+    >>> stream = LogStream("sample_data/logs", "sample_data/schema.yaml", batch_size=256)
+    >>> features, labels = next(iter(stream.iter_numpy()))
+    >>> labels["target"].shape
+    (256,)
+    """
+
+    def __init__(
+        self,
+        data: Any,
+        schema: "Schema | str | os.PathLike | Mapping",
+        *,
+        batch_size: int,
+        follow: FollowOptions | None = None,
+        skip_bad_shards: bool = False,
+        start: StreamPosition | Mapping | None = None,
+        epochs: int = 1,
+        prefetch: int = AUTOTUNE,
+        read_ahead: int = 1,
+    ):
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if follow is not None and not isinstance(follow, FollowOptions):
+            raise TypeError(f"follow must be a FollowOptions or None, got {type(follow).__name__}")
+        if not isinstance(skip_bad_shards, bool):
+            raise TypeError(f"skip_bad_shards must be True or False, got {skip_bad_shards!r}")
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+            raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
+        if follow is not None and epochs != 1:
+            raise ValueError("follow mode reads a single pass: epochs must be 1")
+        if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < AUTOTUNE:
+            raise ValueError(
+                f"prefetch must be a number of batches >= 0 or tf.data.AUTOTUNE (-1), got {prefetch!r}"
+            )
+        if isinstance(read_ahead, bool) or not isinstance(read_ahead, int) or read_ahead < 0:
+            raise ValueError(f"read_ahead must be an integer >= 0, got {read_ahead!r}")
+        if start is None:
+            start = StreamPosition()
+        elif isinstance(start, Mapping):
+            start = StreamPosition.from_dict(start)
+        elif not isinstance(start, StreamPosition):
+            raise TypeError(f"start must be a StreamPosition, its dict or None, got {type(start).__name__}")
+        if start.epoch >= epochs:
+            raise ValueError(f"start.epoch is {start.epoch} but the stream has only {epochs} epoch(s)")
+        self.schema = load_schema(schema)
+        self.batch_size = int(batch_size)
+        self.follow = follow
+        self.skip_bad_shards = skip_bad_shards
+        self.start = start
+        self.epochs = epochs
+        self.prefetch = prefetch
+        self.read_ahead = read_ahead
+        self._source = _source(data)
+        if follow is not None and self._source.files is not None:
+            raise ValueError("follow mode needs a directory or glob to poll, not a fixed list of files")
+        self._lock = threading.Lock()
+        self._segments: list[_Segment] = []
+        self._report = StreamReport()
+        self.error: Exception | None = None
+
+    # ---------------------------------------------------------------- public
+    @property
+    def root(self) -> str:
+        """The data root that shard paths in positions are relative to."""
+        return self._source.root
+
+    def shards(self) -> list[str]:
+        """Shards present now, in reading order (relative paths)."""
+        return [rel for rel, _ in self._source.list()]
+
+    def iter_numpy(self) -> Iterator[tuple[dict, dict]]:
+        """Batches ``(features, labels)`` as numpy dicts (strings as ``str``).
+
+        Each call starts again from ``start``.
+        """
+        for features, labels, _ in self._generate(strings="str"):
+            yield features, labels
+
+    def iter_numpy_with_position(self) -> Iterator[tuple[dict, dict, int]]:
+        """Like :meth:`iter_numpy` with ``rows_end`` as a third item."""
+        yield from self._generate(strings="str")
+
+    def dataset(self, with_position: bool = False):
+        """The batches as a prefetching ``tf.data.Dataset``.
+
+        Args:
+            with_position: add ``rows_end`` (int64 scalar) to every element.
+
+        Returns:
+            A dataset of ``(features, labels)`` or ``(features, labels,
+            rows_end)``. A :class:`~matta_rec.data.errors.DataError` raised
+            while reading surfaces as a ``tf.errors`` exception carrying its
+            message; the original is kept in ``stream.error``.
+        """
+        import tensorflow as tf
+
+        signature = (
+            self.schema.raw_signature(),
+            {key: tf.TensorSpec((None,), tf.float32, name=key) for key in self.label_keys},
+            tf.TensorSpec((), tf.int64, name="rows_end"),
+        )
+        signature = (
+            {k: tf.TensorSpec(v.shape, v.dtype) for k, v in signature[0].items()},
+            signature[1],
+            signature[2],
+        )
+
+        def generator():
+            for features, labels, rows_end in self._generate(strings="bytes"):
+                yield features, labels, np.int64(rows_end)
+
+        ds = tf.data.Dataset.from_generator(generator, output_signature=signature)
+        if not with_position:
+            ds = ds.map(lambda f, l, r: (f, l), num_parallel_calls=None)
+        if self.prefetch:
+            ds = ds.prefetch(self.prefetch)
+        return ds
+
+    @property
+    def label_keys(self) -> tuple[str, ...]:
+        """Keys of the labels dict: ``"target"`` and, if the schema has them,
+        ``"event"``, ``"weight"``."""
+        labels = self.schema.labels
+        return tuple(
+            key for key, col in zip(LABEL_KEYS, (labels.target, labels.event, labels.weight)) if col
+        )
+
+    def position_at(self, rows_end: int) -> StreamPosition:
+        """The position to resume from so that the next row is stream row ``rows_end``.
+
+        Args:
+            rows_end: a ``rows_end`` value delivered by the current (or last)
+                iteration, or the start's ``rows_consumed``.
+        """
+        rows_end = int(rows_end)
+        with self._lock:
+            segments = list(self._segments)
+        if rows_end == self.start.rows_consumed and not segments:
+            return self.start
+        if not segments or rows_end < segments[0].g0:
+            raise ValueError(
+                f"rows_end {rows_end} was not delivered by this stream (it starts at "
+                f"{self.start.rows_consumed} and has read {segments[-1].g1 if segments else self.start.rows_consumed} rows)"
+            )
+        index = bisect.bisect_right([s.g0 for s in segments], rows_end) - 1
+        seg = segments[index]
+        if rows_end > seg.g1:
+            raise ValueError(
+                f"rows_end {rows_end} is beyond the rows read so far ({segments[-1].g1})"
+            )
+        return StreamPosition(seg.shard, seg.row0 + rows_end - seg.g0, rows_end, seg.epoch)
+
+    def report(self) -> StreamReport:
+        """Shards and rows read, and quarantined shards, of the current (or last) iteration."""
+        with self._lock:
+            return dataclasses.replace(
+                self._report,
+                shards_read=list(self._report.shards_read),
+                quarantined=list(self._report.quarantined),
+            )
+
+    # -------------------------------------------------------------- internals
+    def _quarantine(self, rel: str, rows: int | None, error: Exception) -> None:
+        entry = QuarantinedShard(rel, rows, str(error))
+        with self._lock:
+            self._report.quarantined.append(entry)
+        count = "unreadable" if rows is None else f"{rows} rows"
+        logger.warning("quarantined shard %s (%s): %s", rel, count, error)
+
+    def _load(self, rel: str, path: str, strings: str) -> ShardColumns | None:
+        """Read + validate one shard; ``None`` when quarantined."""
+        table = None
+        try:
+            table = read_shard(path, self.schema)
+            return validate_table(table, self.schema, path, strings=strings)
+        except DataError as exc:
+            if not self.skip_bad_shards:
+                raise
+            self._quarantine(rel, None if table is None else table.num_rows, exc)
+            return None
+
+    def _out_of_order(self, rel: str, path: str, last: str) -> None:
+        error = DataError(
+            f"new shard appeared after '{last}' was already read but sorts before it; reading it "
+            "now would break time order",
+            file=path,
+            fix="publish shards under names that sort after those already written (e.g. a later "
+            "dt=/hour= folder), or restart the stream to re-read from the start",
+        )
+        if not self.skip_bad_shards:
+            raise error
+        try:
+            rows = read_shard(path, self.schema).num_rows
+        except DataError:
+            rows = None
+        self._quarantine(rel, rows, error)
+
+    def _sentinel_exists(self) -> bool:
+        sentinel = os.fspath(self.follow.sentinel)
+        if not os.path.isabs(sentinel):
+            sentinel = os.path.join(self.root, sentinel)
+        return os.path.exists(sentinel)
+
+    def _paths(self, stop: threading.Event) -> Iterator[tuple[int, str, str]]:
+        """``(epoch, relative path, absolute path)`` of the shards to read, in order."""
+        start = self.start
+        if self.follow is None:
+            listing = self._source.list()
+            if not listing:
+                raise DataError(
+                    "no shards found (*.parquet, *.csv, *.tfrecord)",
+                    file=self.root,
+                    fix="check --data; names starting with '.' or '_' are ignored",
+                )
+            names = {rel for rel, _ in listing}
+            if start.row > 0 and start.shard not in names:
+                raise DataError(
+                    f"the resume position is row {start.row} of shard '{start.shard}', which is gone",
+                    file=os.path.join(self.root, start.shard),
+                    fix="restore the shard, or resume from a position saved at a shard boundary",
+                )
+            for epoch in range(start.epoch, self.epochs):
+                for rel, path in listing:
+                    if epoch == start.epoch and rel < start.shard:
+                        continue
+                    yield epoch, rel, path
+            self._source_stop = "end"
+            return
+        # follow mode
+        opts = self.follow
+        taken: set[str] = set()
+        last = start.shard or None
+        first = True
+        last_new = time.monotonic()
+        while not stop.is_set():
+            done = opts.sentinel is not None and self._sentinel_exists()
+            listing = self._source.list()
+            new = [(rel, path) for rel, path in listing if rel not in taken]
+            if first:
+                if start.row > 0 and start.shard not in {rel for rel, _ in listing}:
+                    raise DataError(
+                        f"the resume position is row {start.row} of shard '{start.shard}', which is gone",
+                        file=os.path.join(self.root, start.shard),
+                        fix="restore the shard, or resume from a position saved at a shard boundary",
+                    )
+                for rel, _ in new:
+                    if rel < start.shard:
+                        taken.add(rel)  # consumed before the resume position
+                new = [(rel, path) for rel, path in new if rel not in taken]
+                first = False
+            if new:
+                last_new = time.monotonic()
+            for rel, path in new:
+                taken.add(rel)
+                if last is not None and rel < last:
+                    self._out_of_order(rel, path, last)
+                    continue
+                last = rel
+                yield 0, rel, path
+            if done:
+                self._source_stop = "sentinel"
+                return
+            if opts.idle_timeout_s is not None and not new:
+                idle = time.monotonic() - last_new
+                if idle >= opts.idle_timeout_s:
+                    self._source_stop = "idle_timeout"
+                    return
+                wait = min(opts.poll_interval_s, opts.idle_timeout_s - idle)
+            else:
+                wait = opts.poll_interval_s
+            stop.wait(max(wait, 0.0))
+
+    def _shards(self, strings: str, stop: threading.Event) -> Iterator[tuple[int, str, ShardColumns]]:
+        """Validated shards, loaded ``read_ahead`` shards ahead in a thread."""
+        if self.read_ahead == 0:
+            for epoch, rel, path in self._paths(stop):
+                cols = self._load(rel, path, strings)
+                if cols is not None:
+                    yield epoch, rel, cols
+            return
+        out: queue.Queue = queue.Queue(maxsize=self.read_ahead)
+        done = object()
+
+        def put(item) -> bool:
+            while not stop.is_set():
+                try:
+                    out.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def produce():
+            try:
+                for epoch, rel, path in self._paths(stop):
+                    cols = self._load(rel, path, strings)
+                    if cols is not None and not put((epoch, rel, cols)):
+                        return
+                put(done)
+            except BaseException as exc:  # handed to the consumer
+                put(exc)
+
+        thread = threading.Thread(target=produce, name="LogStream-read-ahead", daemon=True)
+        thread.start()
+        try:
+            while True:
+                item = out.get()
+                if item is done:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            thread.join(timeout=5.0)
+
+    def _generate(self, strings: str) -> Iterator[tuple[dict, dict, int]]:
+        """The batching loop shared by :meth:`iter_numpy` and :meth:`dataset`."""
+        start = self.start
+        with self._lock:
+            self._segments = []
+            self._report = StreamReport()
+            self.error = None
+        self._source_stop = None
+        limit = self.follow.max_rows if self.follow is not None else None
+        stop = threading.Event()
+        buffer = _Buffer()
+        emitted = start.rows_consumed  # stream rows delivered, from the origin
+        session = 0  # rows delivered by this iteration
+        queued = 0  # rows added to the buffer by this iteration
+        hit_limit = False
+
+        def batch(n: int):
+            nonlocal emitted, session
+            cols = buffer.take(n)
+            emitted += cols.num_rows
+            session += cols.num_rows
+            with self._lock:
+                self._report.rows_read = session
+            return cols.features, cols.labels, emitted
+
+        shards = self._shards(strings, stop)
+        try:
+            for epoch, rel, cols in shards:
+                row0 = start.row if (epoch == start.epoch and rel == start.shard) else 0
+                if row0 > cols.num_rows:
+                    raise DataError(
+                        f"the resume position is row {row0} but the shard has {cols.num_rows} rows; "
+                        "it changed since the position was saved",
+                        file=os.path.join(self.root, rel),
+                        fix="resume from a position saved on these exact shards",
+                    )
+                piece = cols.slice(row0, cols.num_rows)
+                if limit is not None:
+                    piece = piece.slice(0, max(0, limit - queued))
+                g0 = start.rows_consumed + queued
+                with self._lock:
+                    self._report.shards_read.append(rel)
+                    if piece.num_rows:
+                        self._segments.append(_Segment(g0, g0 + piece.num_rows, epoch, rel, row0))
+                buffer.add(piece)
+                queued += piece.num_rows
+                while buffer.rows >= self.batch_size:
+                    yield batch(self.batch_size)
+                if limit is not None and queued >= limit:
+                    hit_limit = True
+                    break
+            if buffer.rows:
+                yield batch(buffer.rows)
+            with self._lock:
+                self._report.stopped_by = "max_rows" if hit_limit else self._source_stop
+        except BaseException as exc:
+            if not isinstance(exc, GeneratorExit):
+                self.error = exc
+                with self._lock:
+                    self._report.stopped_by = "error"
+            raise
+        finally:
+            stop.set()
+            shards.close()
+            report = self.report()
+            if report.quarantined:
+                logger.warning(
+                    "%d shard(s) quarantined (%d rows, %d unreadable):\n%s",
+                    len(report.quarantined), report.rows_quarantined,
+                    report.unreadable_shards, report.summary(),
+                )
