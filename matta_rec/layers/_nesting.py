@@ -1,0 +1,132 @@
+"""Helpers shared by the M-nested layers: level widths and the input convention.
+
+Every M-nested layer serves ``N >= 1`` nesting *levels*, ordered smallest
+(the Student) to largest (the TA).  A layer is called either with one tensor,
+read by every level, or with a tuple of ``N`` tensors, one per level; an entry
+may be ``None`` for a level that skips the layer (its output is then ``None``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+
+def level_widths(
+    student: int | None,
+    ta: int | None,
+    intermediate: Sequence[int | None] = (),
+    name: str = "units",
+    allow_none: bool = False,
+) -> tuple:
+    """Validate and return the per-level widths ``(student, *intermediate, ta)``.
+
+    Widths must be positive integers, non-decreasing from the Student to the
+    TA (an inner level reads a prefix of the next one).  With ``allow_none``
+    every width may instead be ``None`` (all of them, or none).
+    """
+    try:
+        intermediate = tuple(intermediate)
+    except TypeError:
+        raise ValueError(
+            f"`intermediate_{name}` must be a sequence of positive integers, "
+            f"received: {intermediate!r}"
+        ) from None
+    widths = (student, *intermediate, ta)
+    if allow_none and all(w is None for w in widths):
+        return widths
+    for w in widths:
+        if isinstance(w, bool) or not isinstance(w, int) or w <= 0:
+            expected = "positive integers" + (" (or all None)" if allow_none else "")
+            raise ValueError(
+                f"Level widths for `{name}` must be {expected}. Received: "
+                f"student={student!r}, intermediate={intermediate!r}, ta={ta!r}"
+            )
+    for small, large in zip(widths, widths[1:]):
+        if small > large:
+            raise ValueError(
+                f"Level widths for `{name}` must be non-decreasing from the "
+                f"Student to the TA (each level reads a prefix of the next). "
+                f"Received: {widths}"
+            )
+    return widths
+
+
+def level_suffix(level: int, num_levels: int) -> str:
+    """Variable-name suffix of a level's own weights when weights are not shared.
+
+    The TA (last level) has none, so a shared layer and the TA of an unshared
+    one name their variables alike.
+    """
+    return "" if level == num_levels - 1 else f"_level{level}"
+
+
+def split_inputs(inputs: Any, num_levels: int, layer_name: str) -> tuple[tuple, bool]:
+    """Normalise the one-or-N-inputs convention.
+
+    Returns ``(per_level_inputs, shared)`` where ``shared`` is True when a
+    single tensor is read by every level.
+    """
+    if isinstance(inputs, (tuple, list)):
+        if len(inputs) != num_levels:
+            raise ValueError(
+                f"Layer '{layer_name}' serves {num_levels} levels: call it with "
+                f"one tensor (read by every level) or a tuple of {num_levels} "
+                f"tensors (Student first, TA last). Received {len(inputs)} inputs."
+            )
+        if all(x is None for x in inputs):
+            raise ValueError(f"Layer '{layer_name}' received only None inputs.")
+        return tuple(inputs), False
+    return (inputs,) * num_levels, True
+
+
+def split_shapes(input_shape: Any, num_levels: int, layer_name: str) -> tuple[tuple, bool]:
+    """The build-time counterpart of :func:`split_inputs` for shapes."""
+    if isinstance(input_shape, (tuple, list)) and input_shape and all(
+        s is None or isinstance(s, (tuple, list)) for s in input_shape
+    ):
+        if len(input_shape) != num_levels:
+            raise ValueError(
+                f"Layer '{layer_name}' serves {num_levels} levels: build it with "
+                f"one shape or a tuple of {num_levels} shapes. Received "
+                f"{len(input_shape)} shapes."
+            )
+        return tuple(input_shape), False
+    return (input_shape,) * num_levels, True
+
+
+def input_widths(shapes: Sequence, layer_name: str) -> tuple:
+    """Last-axis widths of the per-level input shapes (``None`` where skipped).
+
+    Missing levels take the width of the next larger level that is present
+    (a skipping level still owns a slice of the kernel: Mix'n'Match may use
+    it), and the widths must be non-decreasing.
+    """
+    widths = [None if s is None else s[-1] for s in shapes]
+    if all(w is None for w in widths):
+        raise ValueError(f"Layer '{layer_name}' needs at least one input shape.")
+    for w in widths:
+        if w is not None and (not isinstance(w, int) or w <= 0):
+            raise ValueError(
+                f"Layer '{layer_name}' needs a known, positive last dimension on "
+                f"every input. Received shapes: {tuple(shapes)}"
+            )
+    filled = list(widths)
+    nxt = None
+    for i in range(len(filled) - 1, -1, -1):
+        if filled[i] is None:
+            filled[i] = nxt
+        else:
+            nxt = filled[i]
+    last = None
+    for i in range(len(filled)):
+        if filled[i] is None:
+            filled[i] = last
+        last = filled[i]
+    for small, large in zip(filled, filled[1:]):
+        if small > large:
+            raise ValueError(
+                f"Layer '{layer_name}': input widths must be non-decreasing from "
+                f"the Student to the TA (each level reads a prefix). Received "
+                f"shapes: {tuple(shapes)}"
+            )
+    return tuple(filled)

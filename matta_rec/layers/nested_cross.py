@@ -1,0 +1,199 @@
+"""M-nested DCN-v2 cross layer (``keras_rs.layers.FeatureCross`` semantics)."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import keras
+from keras import ops
+
+from matta_rec.layers._nesting import input_widths, level_widths, split_inputs, split_shapes
+from matta_rec.layers.nested_dense import MNestedDense
+
+
+@keras.saving.register_keras_serializable(package="matta_rec")
+class MNestedCross(keras.layers.Layer):
+    """A DCN-v2 cross layer whose projections are M-nested.
+
+    For each level ``i`` with inputs of width ``D_i``:
+
+    ``x_{l+1} = x0 * (W x_l + b + diag_scale * x_l) + x_l``
+
+    with ``W = kernel[:D_i, :D_i]`` (full rank) or, when projection dims are
+    given, the low-rank ``W = U[:D_i, :r_i] V[:r_i, :D_i]``.  This is
+    ``keras_rs.layers.FeatureCross`` with every Dense replaced by an
+    :class:`MNestedDense`; a flat Student vector that is a prefix of the TA's
+    makes the Student cross layer the top-left slice of the TA's.
+
+    Args:
+        student_projection_dim: low-rank width ``r`` of the Student, or
+            ``None`` for a full-rank kernel (then all levels must be ``None``).
+        ta_projection_dim: low-rank width of the TA, or ``None``.
+        intermediate_projection_dims: low-rank widths of intermediate levels.
+        diag_scale: non-negative float added to the kernel's diagonal.
+        use_bias: bool, whether the projection has a bias.
+        pre_activation: activation applied before the product with ``x0``.
+        share_weights: bool, ``False`` gives every level its own weights.
+        kernel_initializer: initializer of the kernels.
+        bias_initializer: initializer of the bias.
+        kernel_regularizer: regularizer of the kernels.
+        bias_regularizer: regularizer of the bias.
+        **kwargs: base ``keras.layers.Layer`` arguments.
+
+    Call arguments:
+        x0: the stack's input: one tensor ``(B, D)`` read by every level or a
+            tuple of one ``(B, D_i)`` tensor per level.
+        x: optional output of the previous cross layer, same convention;
+            defaults to ``x0``.
+
+    Returns:
+        A tuple of one ``(B, D_i)`` tensor per level.
+
+    Example:
+
+    ```python
+    cross = MNestedCross(student_projection_dim=4, ta_projection_dim=8)
+    flat = np.random.randn(2, 24).astype("float32")
+    y_s, y_ta = cross((flat[:, :12], flat))
+    ```
+    """
+
+    def __init__(
+        self,
+        student_projection_dim: int | None = None,
+        ta_projection_dim: int | None = None,
+        intermediate_projection_dims: Sequence[int | None] = (),
+        diag_scale: float | None = 0.0,
+        use_bias: bool = True,
+        pre_activation: Any = None,
+        share_weights: bool = True,
+        kernel_initializer: Any = "glorot_uniform",
+        bias_initializer: Any = "zeros",
+        kernel_regularizer: Any = None,
+        bias_regularizer: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.projection_dims = level_widths(
+            student_projection_dim,
+            ta_projection_dim,
+            intermediate_projection_dims,
+            "projection_dim",
+            allow_none=True,
+        )
+        if diag_scale is not None and (
+            isinstance(diag_scale, bool)
+            or not isinstance(diag_scale, (int, float))
+            or diag_scale < 0
+        ):
+            raise ValueError(
+                f"`diag_scale` should be a non-negative number or None. Received: {diag_scale!r}"
+            )
+        for flag_name, flag in (("use_bias", use_bias), ("share_weights", share_weights)):
+            if not isinstance(flag, bool):
+                raise ValueError(f"`{flag_name}` must be True or False. Received: {flag!r}")
+        self.student_projection_dim = student_projection_dim
+        self.ta_projection_dim = ta_projection_dim
+        self.intermediate_projection_dims = tuple(intermediate_projection_dims)
+        self.diag_scale = diag_scale
+        self.use_bias = use_bias
+        self.pre_activation = keras.activations.get(pre_activation)
+        self.share_weights = share_weights
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(
+            {
+                "student_projection_dim": self.student_projection_dim,
+                "ta_projection_dim": self.ta_projection_dim,
+                "intermediate_projection_dims": list(self.intermediate_projection_dims),
+                "diag_scale": self.diag_scale,
+                "use_bias": self.use_bias,
+                "pre_activation": keras.activations.serialize(self.pre_activation),
+                "share_weights": self.share_weights,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+                "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
+                "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
+            }
+        )
+        return config
+
+    @property
+    def num_levels(self) -> int:
+        return len(self.projection_dims)
+
+    @property
+    def low_rank(self) -> bool:
+        return self.projection_dims[0] is not None
+
+    def _initializer(self, init):
+        return keras.initializers.get(keras.initializers.serialize(init))
+
+    def build(self, input_shape: Any) -> None:
+        shapes, _ = split_shapes(input_shape, self.num_levels, self.name)
+        self.input_dims = input_widths(shapes, self.name)
+        full = tuple(
+            tuple(next(s for s in shapes if s is not None)[:-1]) + (d,) for d in self.input_dims
+        )
+        if self.low_rank:
+            self.down_proj = MNestedDense(
+                self.projection_dims[0],
+                self.projection_dims[-1],
+                intermediate_units=self.projection_dims[1:-1],
+                use_bias=False,
+                share_weights=self.share_weights,
+                kernel_initializer=self._initializer(self.kernel_initializer),
+                kernel_regularizer=self.kernel_regularizer,
+                dtype=self.dtype_policy,
+                name="down_proj",
+            )
+            self.down_proj.build(full)
+            up_in = tuple(s[:-1] + (r,) for s, r in zip(full, self.projection_dims))
+        else:
+            self.down_proj = None
+            up_in = full
+        self.dense = MNestedDense(
+            self.input_dims[0],
+            self.input_dims[-1],
+            intermediate_units=self.input_dims[1:-1],
+            activation=keras.activations.serialize(self.pre_activation),
+            use_bias=self.use_bias,
+            share_weights=self.share_weights,
+            kernel_initializer=self._initializer(self.kernel_initializer),
+            bias_initializer=self._initializer(self.bias_initializer),
+            kernel_regularizer=self.kernel_regularizer,
+            bias_regularizer=self.bias_regularizer,
+            dtype=self.dtype_policy,
+            name="dense",
+        )
+        self.dense.build(up_in)
+        self.built = True
+
+    def call(self, x0: Any, x: Any = None) -> tuple:
+        x0s, shared0 = split_inputs(x0, self.num_levels, self.name)
+        if x is None:
+            xs, shared = x0s, shared0
+        else:
+            xs, shared = split_inputs(x, self.num_levels, self.name)
+        proj_in = xs[-1] if shared else xs
+        if self.down_proj is not None:
+            proj_in = self.down_proj(proj_in)
+        outs = self.dense(proj_in)
+        results = []
+        for a, b, o in zip(x0s, xs, outs):
+            if o is None or a is None or b is None:
+                results.append(None)
+                continue
+            if self.diag_scale:
+                o = ops.add(o, ops.multiply(self.diag_scale, b))
+            results.append(ops.add(ops.multiply(a, o), b))
+        return tuple(results)
+
+    def compute_output_shape(self, x0_shape: Any, x_shape: Any = None) -> tuple:
+        shapes, _ = split_shapes(x0_shape, self.num_levels, self.name)
+        return tuple(None if s is None else tuple(s) for s in shapes)

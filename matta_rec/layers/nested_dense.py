@@ -1,0 +1,237 @@
+"""M-nested Dense layer (paper Algorithm 2, Figure 2)."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import keras
+from keras import ops
+
+from matta_rec.layers._nesting import input_widths, level_suffix, level_widths, split_inputs, split_shapes
+
+
+@keras.saving.register_keras_serializable(package="matta_rec")
+class MNestedDense(keras.layers.Layer):
+    """A Dense layer shared by nested models (Student ⊂ ... ⊂ TA).
+
+    The layer owns one TA kernel of shape ``(M_TA, ta_units)`` and one bias of
+    shape ``(ta_units,)``.  Level ``i`` (Student first, TA last) computes
+
+    ``y_i = activation(x_i @ kernel[:M_i, :N_i] + bias[:N_i])``
+
+    where ``N_i`` is the level's number of units and ``M_i`` the width of its
+    input.  The Student's weights are the top-left slice of the TA's: the same
+    variables, not a copy, so a gradient of the Student loss updates the TA
+    too (paper Section 3.2.1, Algorithm 2).  Any prefix ``kernel[:m, :n]`` is
+    itself a valid Dense layer, which is what Mix'n'Match extraction uses.
+
+    When the layer is called with a single tensor, every level reads it; the
+    layer then runs a single matmul with the TA kernel and slices its output
+    (the Student's output is the first ``student_units`` columns of the TA's
+    pre-activation), so the Student costs nothing extra.
+
+    Args:
+        student_units: positive int, output width of the Student (level 0).
+        ta_units: positive int, output width of the TA (last level),
+            ``>= student_units``.
+        intermediate_units: sequence of ints, output widths of the levels
+            between Student and TA (e.g. ``(24,)`` for Student ⊂ Medium ⊂ TA).
+            Widths must be non-decreasing.  Defaults to ``()`` (two levels).
+        activation: activation function, as in ``keras.layers.Dense``.
+        use_bias: bool, whether the layer uses a bias vector.
+        share_weights: bool.  ``True`` (default, MatTA) nests every level in
+            the TA variables.  ``False`` gives every level its own kernel and
+            bias of the level's shape (independent models with identical
+            shapes; the paper's Table 4 ablation).
+        kernel_initializer: initializer of the kernel(s).
+        bias_initializer: initializer of the bias(es).
+        kernel_regularizer: regularizer of the kernel(s).
+        bias_regularizer: regularizer of the bias(es).
+        activity_regularizer: regularizer of the outputs.
+        kernel_constraint: constraint of the kernel(s).
+        bias_constraint: constraint of the bias(es).
+        **kwargs: base ``keras.layers.Layer`` arguments (``name``, ``dtype``...).
+
+    Call arguments:
+        inputs: one tensor ``(..., M)`` read by every level, or a tuple of one
+            tensor per level ``(..., M_i)`` with non-decreasing ``M_i``.  An
+            entry may be ``None`` for a level that skips the layer.
+
+    Returns:
+        A tuple of one tensor ``(..., N_i)`` per level (``None`` where the
+        input was ``None``).
+
+    Example:
+
+    ```python
+    layer = MNestedDense(student_units=4, ta_units=8, activation="relu")
+    y_s, y_ta = layer(np.ones((2, 6)))            # both read the same input
+    z_s, z_ta = MNestedDense(2, 4)((y_s, y_ta))    # kernel (8, 4), Student [:4, :2]
+    ```
+    """
+
+    def __init__(
+        self,
+        student_units: int,
+        ta_units: int,
+        intermediate_units: Sequence[int] = (),
+        activation: Any = None,
+        use_bias: bool = True,
+        share_weights: bool = True,
+        kernel_initializer: Any = "glorot_uniform",
+        bias_initializer: Any = "zeros",
+        kernel_regularizer: Any = None,
+        bias_regularizer: Any = None,
+        activity_regularizer: Any = None,
+        kernel_constraint: Any = None,
+        bias_constraint: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(activity_regularizer=activity_regularizer, **kwargs)
+        self.units = level_widths(student_units, ta_units, intermediate_units, "units")
+        if not isinstance(use_bias, bool):
+            raise ValueError(f"`use_bias` must be True or False. Received: {use_bias!r}")
+        if not isinstance(share_weights, bool):
+            raise ValueError(
+                f"`share_weights` must be True or False. Received: {share_weights!r}"
+            )
+        self.student_units = student_units
+        self.ta_units = ta_units
+        self.intermediate_units = tuple(intermediate_units)
+        self.activation = keras.activations.get(activation)
+        self.use_bias = use_bias
+        self.share_weights = share_weights
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
+        self.kernel_constraint = keras.constraints.get(kernel_constraint)
+        self.bias_constraint = keras.constraints.get(bias_constraint)
+        self.supports_masking = True
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(
+            {
+                "student_units": self.student_units,
+                "ta_units": self.ta_units,
+                "intermediate_units": list(self.intermediate_units),
+                "activation": keras.activations.serialize(self.activation),
+                "use_bias": self.use_bias,
+                "share_weights": self.share_weights,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+                "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
+                "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
+                "kernel_constraint": keras.constraints.serialize(self.kernel_constraint),
+                "bias_constraint": keras.constraints.serialize(self.bias_constraint),
+            }
+        )
+        return config
+
+    @property
+    def num_levels(self) -> int:
+        return len(self.units)
+
+    def build(self, input_shape: Any) -> None:
+        shapes, _ = split_shapes(input_shape, self.num_levels, self.name)
+        self.input_dims = input_widths(shapes, self.name)
+        if self.share_weights:
+            shapes_to_make = [(self.input_dims[-1], self.units[-1])]
+        else:
+            shapes_to_make = list(zip(self.input_dims, self.units))
+        self._kernels = []
+        self._biases = []
+        for i, (m, n) in enumerate(shapes_to_make):
+            level = self.num_levels - 1 if self.share_weights else i
+            suffix = level_suffix(level, self.num_levels)
+            self._kernels.append(
+                self.add_weight(
+                    name="kernel" + suffix,
+                    shape=(m, n),
+                    initializer=self.kernel_initializer,
+                    regularizer=self.kernel_regularizer,
+                    constraint=self.kernel_constraint,
+                )
+            )
+            if self.use_bias:
+                self._biases.append(
+                    self.add_weight(
+                        name="bias" + suffix,
+                        shape=(n,),
+                        initializer=self.bias_initializer,
+                        regularizer=self.bias_regularizer,
+                        constraint=self.bias_constraint,
+                    )
+                )
+        self.built = True
+
+    @property
+    def kernel(self):
+        """The TA kernel ``(M_TA, ta_units)``."""
+        return self._kernels[-1]
+
+    @property
+    def bias(self):
+        """The TA bias ``(ta_units,)`` (``None`` without bias)."""
+        return self._biases[-1] if self.use_bias else None
+
+    def level_kernel(self, level: int, input_dim: int | None = None):
+        """Kernel level ``level`` uses: ``kernel[:M_i, :N_i]`` (a slice when shared).
+
+        ``input_dim`` overrides ``M_i`` (a Mix'n'Match path may feed a
+        different prefix width); it must not exceed the built input width.
+        """
+        m = self.input_dims[level] if input_dim is None else input_dim
+        n = self.units[level]
+        if self.share_weights:
+            if m > self.input_dims[-1]:
+                raise ValueError(
+                    f"Layer '{self.name}': input width {m} exceeds the TA input width "
+                    f"{self.input_dims[-1]}."
+                )
+            return self._kernels[-1][:m, :n]
+        if m != self.input_dims[level]:
+            raise ValueError(
+                f"Layer '{self.name}' has independent weights per level: level {level} "
+                f"reads width {self.input_dims[level]}, not {m}."
+            )
+        return self._kernels[level]
+
+    def level_bias(self, level: int):
+        """Bias level ``level`` uses: ``bias[:N_i]`` (``None`` without bias)."""
+        if not self.use_bias:
+            return None
+        if self.share_weights:
+            return self._biases[-1][: self.units[level]]
+        return self._biases[level]
+
+    def call(self, inputs: Any) -> tuple:
+        xs, shared = split_inputs(inputs, self.num_levels, self.name)
+        if shared and self.share_weights:
+            # One matmul serves every level: the Student's pre-activation is a
+            # prefix of the TA's.
+            y = ops.matmul(xs[-1], self._kernels[-1])
+            if self.use_bias:
+                y = ops.add(y, self._biases[-1])
+            if self.activation is not None:
+                y = self.activation(y)
+            return tuple(y if n == self.units[-1] else y[..., :n] for n in self.units)
+        outputs = []
+        for level, x in enumerate(xs):
+            if x is None:
+                outputs.append(None)
+                continue
+            y = ops.matmul(x, self.level_kernel(level, x.shape[-1]))
+            if self.use_bias:
+                y = ops.add(y, self.level_bias(level))
+            if self.activation is not None:
+                y = self.activation(y)
+            outputs.append(y)
+        return tuple(outputs)
+
+    def compute_output_shape(self, input_shape: Any) -> tuple:
+        shapes, _ = split_shapes(input_shape, self.num_levels, self.name)
+        return tuple(
+            None if s is None else tuple(s[:-1]) + (n,) for s, n in zip(shapes, self.units)
+        )

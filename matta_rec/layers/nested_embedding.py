@@ -1,0 +1,239 @@
+"""d_model-nested feature embeddings: one token per feature field."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Mapping, Sequence
+
+import keras
+from keras import ops
+
+from matta_rec.layers._nesting import level_suffix, level_widths
+
+KINDS = ("categorical", "multi_categorical", "numeric", "dense")
+GROUPS = ("user", "context", "item")
+_NAME_RE = re.compile(r"^[^/]+$")
+
+
+@keras.saving.register_keras_serializable(package="matta_rec")
+class MNestedFeatureEmbedding(keras.layers.Layer):
+    """Embeds preprocessed features into one token per feature, d_model-nested.
+
+    Every embedding has the TA width ``d_TA``; level ``i`` reads its first
+    ``d_i`` columns (paper Section 3.2.3, d_model M-nesting).  Tokens follow
+    the order of ``features``:
+
+    * ``categorical`` (int ids ``[B]``): row of a ``(cardinality, d)`` table.
+    * ``multi_categorical`` (int ids ``[B, L]``, 0 = padding): masked mean of
+      the token rows of a ``(cardinality, d)`` table (zeros when empty).
+    * ``numeric`` (float ``[B]``): ``value * w + b`` with learnt ``w, b`` of
+      width ``d``.
+    * ``dense`` (float ``[B, dim]``): ``x @ W[:, :d] + b[:d]``.
+
+    With ``group_embeddings`` a learnt vector per group (user / context /
+    item) is added to each token of that group.
+
+    Args:
+        features: sequence of dicts ``{"name", "kind", "group"}`` plus
+            ``"cardinality"`` (categorical kinds) or ``"dim"`` (dense).
+        student_dim: positive int, the Student's ``d_model``.
+        ta_dim: positive int, the TA's ``d_model`` (``>= student_dim``).
+        intermediate_dims: ``d_model`` of intermediate levels.
+        group_embeddings: bool, add a learnt vector per feature group.
+        share_weights: bool, ``False`` gives every level its own tables.
+        embeddings_initializer: initializer of tables, numeric scales and
+            group vectors.
+        embeddings_regularizer: regularizer of the tables.
+        **kwargs: base ``keras.layers.Layer`` arguments.
+
+    Call arguments:
+        inputs: dict ``{feature_name: preprocessed tensor}`` (the output of
+            :class:`matta_rec.features.FeaturePreprocessor`).
+
+    Returns:
+        A tuple with one ``(B, num_features, d_i)`` token tensor per level.
+
+    Example:
+
+    ```python
+    emb = MNestedFeatureEmbedding(
+        [{"name": "user_id", "kind": "categorical", "group": "user", "cardinality": 101},
+         {"name": "age", "kind": "numeric", "group": "user"}],
+        student_dim=4, ta_dim=8)
+    t_s, t_ta = emb({"user_id": np.array([3, 0]), "age": np.array([0.5, -1.0])})
+    # t_s == t_ta[..., :4]
+    ```
+    """
+
+    def __init__(
+        self,
+        features: Sequence[Mapping[str, Any]],
+        student_dim: int,
+        ta_dim: int,
+        intermediate_dims: Sequence[int] = (),
+        group_embeddings: bool = True,
+        share_weights: bool = True,
+        embeddings_initializer: Any = "uniform",
+        embeddings_regularizer: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.dims = level_widths(student_dim, ta_dim, intermediate_dims, "dim")
+        self.features = [self._check_feature(i, f) for i, f in enumerate(features)]
+        if not self.features:
+            raise ValueError("`features` must list at least one feature.")
+        names = [f["name"] for f in self.features]
+        if len(set(names)) != len(names):
+            raise ValueError(f"Feature names must be unique. Received: {names}")
+        for flag_name, flag in (
+            ("group_embeddings", group_embeddings),
+            ("share_weights", share_weights),
+        ):
+            if not isinstance(flag, bool):
+                raise ValueError(f"`{flag_name}` must be True or False. Received: {flag!r}")
+        self.student_dim = student_dim
+        self.ta_dim = ta_dim
+        self.intermediate_dims = tuple(intermediate_dims)
+        self.group_embeddings = group_embeddings
+        self.share_weights = share_weights
+        self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
+        self.embeddings_regularizer = keras.regularizers.get(embeddings_regularizer)
+
+    @staticmethod
+    def _check_feature(index: int, feature: Mapping[str, Any]) -> dict:
+        if not isinstance(feature, Mapping):
+            raise ValueError(
+                f"features[{index}] must be a dict with 'name', 'kind' and 'group'. "
+                f"Received: {feature!r}"
+            )
+        f = dict(feature)
+        name, kind, group = f.get("name"), f.get("kind"), f.get("group")
+        if not isinstance(name, str) or not _NAME_RE.match(name):
+            raise ValueError(f"features[{index}]['name'] must be a non-empty string without '/'.")
+        if kind not in KINDS:
+            raise ValueError(f"features[{index}] ('{name}'): kind must be one of {KINDS}.")
+        if group not in GROUPS:
+            raise ValueError(f"features[{index}] ('{name}'): group must be one of {GROUPS}.")
+        key = {"categorical": "cardinality", "multi_categorical": "cardinality", "dense": "dim"}
+        if kind in key:
+            value = f.get(key[kind])
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(
+                    f"features[{index}] ('{name}', {kind}) needs a positive integer "
+                    f"'{key[kind]}'. Received: {value!r}"
+                )
+            return {"name": name, "kind": kind, "group": group, key[kind]: value}
+        return {"name": name, "kind": kind, "group": group}
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(
+            {
+                "features": [dict(f) for f in self.features],
+                "student_dim": self.student_dim,
+                "ta_dim": self.ta_dim,
+                "intermediate_dims": list(self.intermediate_dims),
+                "group_embeddings": self.group_embeddings,
+                "share_weights": self.share_weights,
+                "embeddings_initializer": keras.initializers.serialize(
+                    self.embeddings_initializer
+                ),
+                "embeddings_regularizer": keras.regularizers.serialize(
+                    self.embeddings_regularizer
+                ),
+            }
+        )
+        return config
+
+    @property
+    def num_levels(self) -> int:
+        return len(self.dims)
+
+    def build(self, input_shape: Any = None) -> None:
+        levels = [self.num_levels - 1] if self.share_weights else range(self.num_levels)
+        # self._params[level][feature name] -> list of variables
+        self._params = {}
+        self._group_vectors = {}
+        for level in levels:
+            d = self.dims[level]
+            suffix = level_suffix(level, self.num_levels)
+            params = {}
+            for f in self.features:
+                name, kind = f["name"], f["kind"]
+                if kind in ("categorical", "multi_categorical"):
+                    params[name] = [
+                        self.add_weight(
+                            name=f"{name}_table{suffix}",
+                            shape=(f["cardinality"], d),
+                            initializer=self.embeddings_initializer,
+                            regularizer=self.embeddings_regularizer,
+                        )
+                    ]
+                elif kind == "numeric":
+                    params[name] = [
+                        self.add_weight(
+                            name=f"{name}_scale{suffix}",
+                            shape=(d,),
+                            initializer=self.embeddings_initializer,
+                        ),
+                        self.add_weight(
+                            name=f"{name}_offset{suffix}", shape=(d,), initializer="zeros"
+                        ),
+                    ]
+                else:
+                    params[name] = [
+                        self.add_weight(
+                            name=f"{name}_kernel{suffix}",
+                            shape=(f["dim"], d),
+                            initializer="glorot_uniform",
+                            regularizer=self.embeddings_regularizer,
+                        ),
+                        self.add_weight(
+                            name=f"{name}_bias{suffix}", shape=(d,), initializer="zeros"
+                        ),
+                    ]
+            self._params[level] = params
+            if self.group_embeddings:
+                self._group_vectors[level] = self.add_weight(
+                    name=f"group_embeddings{suffix}",
+                    shape=(len(GROUPS), d),
+                    initializer=self.embeddings_initializer,
+                )
+        self._group_ids = [GROUPS.index(f["group"]) for f in self.features]
+        self.built = True
+
+    def _tokens(self, inputs: Mapping[str, Any], level: int):
+        params = self._params[level]
+        tokens = []
+        for f in self.features:
+            x = inputs[f["name"]]
+            kind = f["kind"]
+            p = params[f["name"]]
+            if kind == "categorical":
+                token = ops.take(p[0], ops.cast(ops.reshape(x, (-1,)), "int32"), axis=0)
+            elif kind == "multi_categorical":
+                ids = ops.cast(x, "int32")
+                rows = ops.take(p[0], ids, axis=0)  # [B, L, d]
+                mask = ops.cast(ops.greater(ids, 0), rows.dtype)[..., None]
+                count = ops.maximum(ops.sum(mask, axis=1), 1.0)
+                token = ops.divide(ops.sum(ops.multiply(rows, mask), axis=1), count)
+            elif kind == "numeric":
+                value = ops.reshape(ops.cast(x, self.compute_dtype), (-1, 1))
+                token = ops.add(ops.multiply(value, p[0]), p[1])
+            else:
+                token = ops.add(ops.matmul(ops.cast(x, self.compute_dtype), p[0]), p[1])
+            tokens.append(token)
+        stacked = ops.stack(tokens, axis=1)  # [B, F, d]
+        if self.group_embeddings:
+            groups = ops.take(self._group_vectors[level], ops.array(self._group_ids), axis=0)
+            stacked = ops.add(stacked, groups[None])
+        return stacked
+
+    def call(self, inputs: Mapping[str, Any]) -> tuple:
+        if self.share_weights:
+            full = self._tokens(inputs, self.num_levels - 1)
+            return tuple(full if d == self.dims[-1] else full[..., :d] for d in self.dims)
+        return tuple(self._tokens(inputs, level) for level in range(self.num_levels))
+
+    def compute_output_shape(self, input_shape: Any) -> tuple:
+        return tuple((None, len(self.features), d) for d in self.dims)

@@ -1,0 +1,250 @@
+"""M-nested Gated Attention Unit (Hua et al. 2022; paper Figure 3)."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import keras
+from keras import ops
+
+from matta_rec.layers._nesting import input_widths, level_suffix, level_widths, split_inputs, split_shapes
+from matta_rec.layers.nested_dense import MNestedDense
+
+
+@keras.saving.register_keras_serializable(package="matta_rec")
+class MNestedGAU(keras.layers.Layer):
+    """A Gated Attention Unit whose projections are all M-nested.
+
+    For each level ``i`` with input tokens ``x_i`` of shape ``(B, T, d_i)``
+    (one token per feature field):
+
+    ```
+    h   = rms_norm(x_i) * norm_scale[:d_i]                    (optional)
+    u   = act(h @ W_u[:d_i, :e_i]),  v = act(h @ W_v[:d_i, :e_i])
+    z   = act(h @ W_z[:d_i, :s_i])
+    q   = z * gamma[0, :s_i] + beta[0, :s_i]                  (scale-offset)
+    k   = z * gamma[1, :s_i] + beta[1, :s_i]
+    A   = relu(q k^T / T) ** 2                                (squared ReLU)
+    out = x_i + (u * (A v)) @ W_o[:e_i, :d_i]
+    ```
+
+    ``e_i`` is the level's expanded (hidden) width and ``s_i`` its shared
+    (query/key) dimension; every projection is an :class:`MNestedDense`, so the
+    Student GAU is the top-left slice of the TA GAU (paper Figure 3).
+
+    Args:
+        student_units: positive int, expanded width ``e`` of the Student
+            (typically ``expansion_factor * d_model``).
+        ta_units: positive int, expanded width of the TA.
+        intermediate_units: expanded widths of intermediate levels.
+        student_shared_dim: positive int, query/key width ``s`` of the Student.
+        ta_shared_dim: positive int, query/key width of the TA.
+        intermediate_shared_dims: query/key widths of intermediate levels.
+        activation: activation of the U, V and Z projections
+            (default ``"swish"`` as in the GAU paper).
+        use_norm: bool, pre-normalise the tokens with an RMS norm whose
+            learnt scale is nested like a bias.
+        share_weights: bool, ``False`` gives every level its own weights
+            (see :class:`MNestedDense`).
+        kernel_initializer: initializer of the projection kernels.
+        kernel_regularizer: regularizer of the projection kernels.
+        **kwargs: base ``keras.layers.Layer`` arguments.
+
+    Call arguments:
+        inputs: tokens ``(B, T, d)`` read by every level, or a tuple of one
+            ``(B, T, d_i)`` tensor per level (``None`` for a skipping level).
+
+    Returns:
+        A tuple of one ``(B, T, d_i)`` tensor per level.
+
+    Example:
+
+    ```python
+    gau = MNestedGAU(student_units=16, ta_units=32,
+                     student_shared_dim=8, ta_shared_dim=16)
+    tokens = np.random.randn(4, 10, 16).astype("float32")
+    y_s, y_ta = gau((tokens[..., :8], tokens))   # d_model 8 inside 16
+    ```
+    """
+
+    def __init__(
+        self,
+        student_units: int,
+        ta_units: int,
+        intermediate_units: Sequence[int] = (),
+        student_shared_dim: int = 8,
+        ta_shared_dim: int = 16,
+        intermediate_shared_dims: Sequence[int] = (),
+        activation: Any = "swish",
+        use_norm: bool = True,
+        share_weights: bool = True,
+        kernel_initializer: Any = "glorot_uniform",
+        kernel_regularizer: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.units = level_widths(student_units, ta_units, intermediate_units, "units")
+        self.shared_dims = level_widths(
+            student_shared_dim, ta_shared_dim, intermediate_shared_dims, "shared_dim"
+        )
+        if len(self.shared_dims) != len(self.units):
+            raise ValueError(
+                "`intermediate_shared_dims` must have one entry per intermediate level "
+                f"(as `intermediate_units`). Received {len(intermediate_shared_dims)} "
+                f"shared dims for {len(intermediate_units)} intermediate levels."
+            )
+        for flag_name, flag in (("use_norm", use_norm), ("share_weights", share_weights)):
+            if not isinstance(flag, bool):
+                raise ValueError(f"`{flag_name}` must be True or False. Received: {flag!r}")
+        self.student_units = student_units
+        self.ta_units = ta_units
+        self.intermediate_units = tuple(intermediate_units)
+        self.student_shared_dim = student_shared_dim
+        self.ta_shared_dim = ta_shared_dim
+        self.intermediate_shared_dims = tuple(intermediate_shared_dims)
+        self.activation = keras.activations.get(activation)
+        self.use_norm = use_norm
+        self.share_weights = share_weights
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(
+            {
+                "student_units": self.student_units,
+                "ta_units": self.ta_units,
+                "intermediate_units": list(self.intermediate_units),
+                "student_shared_dim": self.student_shared_dim,
+                "ta_shared_dim": self.ta_shared_dim,
+                "intermediate_shared_dims": list(self.intermediate_shared_dims),
+                "activation": keras.activations.serialize(self.activation),
+                "use_norm": self.use_norm,
+                "share_weights": self.share_weights,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
+            }
+        )
+        return config
+
+    @property
+    def num_levels(self) -> int:
+        return len(self.units)
+
+    def _dense(self, units: Sequence[int], name: str, activation: Any) -> MNestedDense:
+        return MNestedDense(
+            units[0],
+            units[-1],
+            intermediate_units=tuple(units[1:-1]),
+            activation=activation,
+            share_weights=self.share_weights,
+            kernel_initializer=keras.initializers.get(
+                keras.initializers.serialize(self.kernel_initializer)
+            ),
+            kernel_regularizer=self.kernel_regularizer,
+            dtype=self.dtype_policy,
+            name=name,
+        )
+
+    def build(self, input_shape: Any) -> None:
+        shapes, _ = split_shapes(input_shape, self.num_levels, self.name)
+        self.model_dims = input_widths(shapes, self.name)
+        full_shapes = [
+            tuple(next(s for s in shapes if s is not None)[:-1]) + (d,) for d in self.model_dims
+        ]
+        act = keras.activations.serialize(self.activation)
+        self.u_proj = self._dense(self.units, "u", act)
+        self.v_proj = self._dense(self.units, "v", act)
+        self.z_proj = self._dense(self.shared_dims, "z", act)
+        self.o_proj = self._dense(self.model_dims, "o", None)
+        for proj in (self.u_proj, self.v_proj, self.z_proj):
+            proj.build(tuple(full_shapes))
+        self.o_proj.build(tuple(s[:-1] + (e,) for s, e in zip(full_shapes, self.units)))
+        groups = 1 if self.share_weights else self.num_levels
+        self._norm_scales, self._gammas, self._betas = [], [], []
+        for g in range(groups):
+            level = self.num_levels - 1 if self.share_weights else g
+            suffix = level_suffix(level, self.num_levels)
+            if self.use_norm:
+                self._norm_scales.append(
+                    self.add_weight(
+                        name="norm_scale" + suffix,
+                        shape=(self.model_dims[level],),
+                        initializer="ones",
+                    )
+                )
+            self._gammas.append(
+                self.add_weight(
+                    name="gamma" + suffix,
+                    shape=(2, self.shared_dims[level]),
+                    initializer=keras.initializers.RandomNormal(stddev=0.02),
+                    regularizer=self.kernel_regularizer,
+                )
+            )
+            self._betas.append(
+                self.add_weight(
+                    name="beta" + suffix, shape=(2, self.shared_dims[level]), initializer="zeros"
+                )
+            )
+        self.built = True
+
+    def _level_param(self, params: list, level: int, width: int):
+        if self.share_weights:
+            return params[-1][..., :width]
+        return params[level]
+
+    def level_norm_scale(self, level: int, width: int | None = None):
+        width = self.model_dims[level] if width is None else width
+        return self._level_param(self._norm_scales, level, width)
+
+    def level_scale_offset(self, level: int, width: int | None = None):
+        """``(gamma, beta)`` of shape ``(2, s)`` that level ``level`` uses."""
+        width = self.shared_dims[level] if width is None else width
+        return (
+            self._level_param(self._gammas, level, width),
+            self._level_param(self._betas, level, width),
+        )
+
+    def call(self, inputs: Any) -> tuple:
+        xs, shared = split_inputs(inputs, self.num_levels, self.name)
+        if self.use_norm:
+            if shared and self.share_weights:
+                normed = (self._rms_norm(xs[-1], self._norm_scales[-1]),) * self.num_levels
+            else:
+                normed = tuple(
+                    None
+                    if x is None
+                    else self._rms_norm(x, self.level_norm_scale(level, x.shape[-1]))
+                    for level, x in enumerate(xs)
+                )
+        else:
+            normed = xs
+        proj_in = normed[-1] if shared else normed
+        us = self.u_proj(proj_in)
+        vs = self.v_proj(proj_in)
+        zs = self.z_proj(proj_in)
+        gated = []
+        for level, (u, v, z) in enumerate(zip(us, vs, zs)):
+            if u is None:
+                gated.append(None)
+                continue
+            gamma, beta = self.level_scale_offset(level, z.shape[-1])
+            q = ops.add(ops.multiply(z, gamma[0]), beta[0])
+            k = ops.add(ops.multiply(z, gamma[1]), beta[1])
+            length = ops.cast(ops.shape(z)[1], z.dtype)
+            scores = ops.divide(ops.einsum("bts,bus->btu", q, k), length)
+            attention = ops.square(ops.relu(scores))
+            gated.append(ops.multiply(u, ops.einsum("btu,bue->bte", attention, v)))
+        outs = self.o_proj(tuple(gated))
+        return tuple(
+            None if o is None else ops.add(x, o) for x, o in zip(xs, outs)
+        )
+
+    @staticmethod
+    def _rms_norm(x, scale):
+        ms = ops.mean(ops.square(x), axis=-1, keepdims=True)
+        return ops.multiply(ops.multiply(x, ops.rsqrt(ops.add(ms, 1e-6))), scale)
+
+    def compute_output_shape(self, input_shape: Any) -> tuple:
+        shapes, _ = split_shapes(input_shape, self.num_levels, self.name)
+        return tuple(None if s is None else tuple(s) for s in shapes)

@@ -1,0 +1,313 @@
+"""The user-context-item relevance model with nested levels (Student ⊂ ... ⊂ TA)."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import keras
+from keras import ops
+
+from matta_rec.data.schema import Schema, load_schema
+from matta_rec.features import FeaturePreprocessor, FeatureStats
+from matta_rec.layers import MNestedCross, MNestedDense, MNestedFeatureEmbedding, MNestedGAU
+from matta_rec.models.config import ModelConfig
+
+
+def flatten_tokens(tokens):
+    """``(B, F, d) -> (B, d * F)`` with column ``j * F + f`` = token ``f``, dim ``j``.
+
+    The flat vector of a ``d_S``-prefix of the tokens is then the first
+    ``d_S * F`` entries of the flat TA vector, so nesting survives flattening.
+    """
+    shape = ops.shape(tokens)
+    return ops.reshape(ops.transpose(tokens, (0, 2, 1)), (-1, shape[1] * shape[2]))
+
+
+def feature_descriptions(schema: Schema, preprocessor: FeaturePreprocessor) -> list[dict]:
+    """The per-feature dicts :class:`MNestedFeatureEmbedding` takes."""
+    out = []
+    for spec in schema.features:
+        entry = {"name": spec.name, "kind": spec.kind, "group": spec.group}
+        if spec.kind in ("categorical", "multi_categorical"):
+            entry["cardinality"] = preprocessor.cardinality(spec.name)
+        elif spec.kind == "dense":
+            entry["dim"] = spec.dim
+        out.append(entry)
+    return out
+
+
+class RelevanceNetwork(keras.Model):
+    """Shared machinery: a network built from a resolved architecture dict.
+
+    Subclasses: :class:`NestedRelevanceModel` (all levels, dict output) and
+    :class:`ExtractedRelevanceModel` (one level, logit tensor output).  The
+    architecture dict is produced by :meth:`ModelConfig.architecture` (or by
+    Mix'n'Match for an extracted sub-model): ``levels``, ``d_model`` per
+    level, ``blocks`` (each with ``kind`` gau / cross / mlp, ``min_level``,
+    per-level widths and ``source``, its index in the nested model),
+    ``share_weights`` and ``options``.
+    """
+
+    def _build_network(self, schema: Any, stats: Any, architecture: Mapping) -> None:
+        self.schema = load_schema(schema.to_dict() if isinstance(schema, Schema) else schema)
+        self.stats = FeatureStats.from_dict(
+            stats.to_dict() if isinstance(stats, FeatureStats) else stats
+        )
+        self.architecture = _plain(architecture)
+        arch = self.architecture
+        self.level_names = tuple(arch["levels"])
+        n = len(self.level_names)
+        share = bool(arch["share_weights"])
+        options = arch["options"]
+        d_model = tuple(arch["d_model"])
+        if len(d_model) != n:
+            raise ValueError(f"architecture d_model needs {n} values, got {d_model}")
+
+        def nested(widths):
+            widths = list(widths)
+            return {
+                "student_units": widths[0],
+                "ta_units": widths[-1],
+                "intermediate_units": tuple(widths[1:-1]),
+            }
+
+        self.preprocessor = FeaturePreprocessor(self.schema, self.stats, name="preprocessor")
+        features = feature_descriptions(self.schema, self.preprocessor)
+        num_tokens = len(features)
+        self.embedding = MNestedFeatureEmbedding(
+            features,
+            student_dim=d_model[0],
+            ta_dim=d_model[-1],
+            intermediate_dims=d_model[1:-1],
+            group_embeddings=bool(options["group_embeddings"]),
+            share_weights=share,
+            name="embedding",
+        )
+        self.embedding.build()
+        self.blocks = []
+        widths = [d * num_tokens for d in d_model]
+        for block in arch["blocks"]:
+            kind, source = block["kind"], block["source"]
+            if kind == "gau":
+                u = nested(block["units"])
+                s = list(block["shared_dims"])
+                layer = MNestedGAU(
+                    **u,
+                    student_shared_dim=s[0],
+                    ta_shared_dim=s[-1],
+                    intermediate_shared_dims=tuple(s[1:-1]),
+                    activation=options["gau_activation"],
+                    use_norm=bool(options["gau_norm"]),
+                    share_weights=share,
+                    name=f"gau_{source}",
+                )
+                layer.build(tuple((None, num_tokens, d) for d in d_model))
+            elif kind == "cross":
+                p = list(block["projection_dims"])
+                layer = MNestedCross(
+                    student_projection_dim=p[0],
+                    ta_projection_dim=p[-1],
+                    intermediate_projection_dims=tuple(p[1:-1]),
+                    diag_scale=float(options["cross_diag_scale"]),
+                    share_weights=share,
+                    name=f"cross_{source}",
+                )
+                layer.build(tuple((None, w) for w in widths))
+            elif kind == "mlp":
+                layer = MNestedDense(
+                    **nested(block["units"]),
+                    activation=options["mlp_activation"],
+                    share_weights=share,
+                    name=f"mlp_{source}",
+                )
+                layer.build(tuple((None, w) for w in widths))
+                widths = list(block["units"])
+            else:
+                raise ValueError(f"unknown block kind {kind!r} in architecture")
+            self.blocks.append(layer)
+        self.head = MNestedDense(**nested([1] * n), share_weights=share, name="head")
+        self.head.build(tuple((None, w) for w in widths))
+        self.built = True
+
+    # ---------------------------------------------------------------- call
+    def _level_logits(self, features: Mapping[str, Any]) -> tuple:
+        """Logits ``[B]`` of every level, in level order."""
+        processed = self.preprocessor(features)
+        tokens = self.embedding(processed)
+        flat = None
+        cross_x0 = None
+        for block, layer in zip(self.architecture["blocks"], self.blocks):
+            kind, first = block["kind"], block["min_level"]
+            if kind == "gau":
+                tokens = _run(layer, tokens, first)
+                continue
+            if flat is None:
+                flat = tuple(flatten_tokens(t) for t in tokens)
+            if kind == "cross":
+                if cross_x0 is None:
+                    cross_x0 = flat
+                x0 = tuple(x if i >= first else None for i, x in enumerate(cross_x0))
+                x = tuple(v if i >= first else None for i, v in enumerate(flat))
+                out = layer(x0, x)
+                flat = tuple(v if o is None else o for v, o in zip(flat, out))
+            else:
+                flat = _run(layer, flat, first)
+        if flat is None:
+            flat = tuple(flatten_tokens(t) for t in tokens)
+        logits = self.head(flat)
+        return tuple(ops.reshape(logit, (-1,)) for logit in logits)
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return self.schema.feature_names
+
+
+def _run(layer, values: tuple, first: int) -> tuple:
+    """Run ``layer`` for levels ``>= first``; other levels pass through."""
+    inputs = tuple(v if i >= first else None for i, v in enumerate(values))
+    outputs = layer(inputs)
+    return tuple(v if o is None else o for v, o in zip(values, outputs))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+@keras.saving.register_keras_serializable(package="matta_rec")
+class NestedRelevanceModel(RelevanceNetwork):
+    """The nested user-context-item relevance model (MatTA, paper Section 3.2).
+
+    Raw features -> :class:`~matta_rec.features.FeaturePreprocessor` -> one
+    token per feature (d_model-nested embeddings, user / context / item
+    group vectors) -> nested GAU blocks over the tokens -> tokens flattened
+    (the Student's flat vector is a prefix of the TA's) -> nested DCN-v2
+    cross layers -> nested MLP -> one logit per level.  Every level reads a
+    prefix of the next level's weights (``config.share_weights``); blocks
+    added for a larger level (depth nesting) are skipped by smaller levels.
+
+    Args:
+        schema: the feature :class:`~matta_rec.data.schema.Schema` (or its
+            dict / YAML path).
+        stats: :class:`~matta_rec.features.FeatureStats` (or its dict).
+        config: :class:`ModelConfig` (or its dict); defaults to ``ModelConfig()``.
+        **kwargs: base ``keras.Model`` arguments (``name``...).
+
+    Call arguments:
+        features: dict ``{feature_name: raw tensor}`` (see the schema).
+
+    Returns:
+        Dict ``{level_name: logit float32 [B]}`` in level order.
+
+    Example:
+
+    ```python
+    model = NestedRelevanceModel(schema, stats, ModelConfig())
+    out = model(features)                 # {"student": [B], "ta": [B]}
+    student = model.extract("student")    # standalone keras.Model -> logit [B]
+    for info in model.list_submodels():
+        print(info.name, info.params, info.flops)
+    ```
+    """
+
+    def __init__(self, schema: Any, stats: Any, config: Any = None, **kwargs: Any) -> None:
+        kwargs.setdefault("name", "nested_relevance_model")
+        super().__init__(**kwargs)
+        if config is None:
+            config = ModelConfig()
+        elif not isinstance(config, ModelConfig):
+            config = ModelConfig.from_dict(config, source="NestedRelevanceModel.config")
+        self.config = config
+        self._build_network(schema, stats, config.architecture())
+
+    def get_config(self) -> dict:
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "schema": self.schema.to_dict(),
+            "stats": self.stats.to_dict(),
+            "config": self.config.to_dict(),
+        }
+
+    @classmethod
+    def from_config(cls, config: dict) -> "NestedRelevanceModel":
+        return cls(**config)
+
+    @property
+    def levels(self) -> tuple[str, ...]:
+        return self.level_names
+
+    def call(self, features: Mapping[str, Any]) -> dict:
+        return dict(zip(self.level_names, self._level_logits(features)))
+
+    def extract(self, spec: Any) -> "ExtractedRelevanceModel":
+        """Standalone sub-model for ``spec`` (a :class:`SubmodelSpec` or its string).
+
+        See :func:`matta_rec.models.mixnmatch.extract`.
+        """
+        from matta_rec.models.mixnmatch import extract
+
+        return extract(self, spec)
+
+    def list_submodels(self) -> list:
+        """The Mix'n'Match family: see :func:`matta_rec.models.mixnmatch.list_submodels`."""
+        from matta_rec.models.mixnmatch import list_submodels
+
+        return list_submodels(self)
+
+
+@keras.saving.register_keras_serializable(package="matta_rec")
+class ExtractedRelevanceModel(RelevanceNetwork):
+    """A standalone one-level relevance model: raw features -> logit ``[B]``.
+
+    Built at concrete sizes (every weight has exactly the shape of a model
+    trained at that size) by :func:`matta_rec.models.mixnmatch.extract`, which
+    copies the sliced weights of a :class:`NestedRelevanceModel` into it.
+
+    Args:
+        schema: the feature schema (object, dict or YAML path).
+        stats: the :class:`~matta_rec.features.FeatureStats` (or its dict).
+        architecture: one-level architecture dict (see
+            :class:`RelevanceNetwork`).
+        spec: name of the :class:`SubmodelSpec` it was extracted with.
+        **kwargs: base ``keras.Model`` arguments.
+
+    Call arguments:
+        features: dict ``{feature_name: raw tensor}``.
+
+    Returns:
+        The logit, float32 ``[B]``.
+    """
+
+    def __init__(
+        self, schema: Any, stats: Any, architecture: Mapping, spec: str = "student", **kwargs: Any
+    ) -> None:
+        kwargs.setdefault("name", "extracted_relevance_model")
+        super().__init__(**kwargs)
+        if len(architecture.get("levels", ())) != 1:
+            raise ValueError(
+                "ExtractedRelevanceModel takes a one-level architecture; got levels "
+                f"{architecture.get('levels')!r}"
+            )
+        self.spec = str(spec)
+        self._build_network(schema, stats, architecture)
+
+    def get_config(self) -> dict:
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "schema": self.schema.to_dict(),
+            "stats": self.stats.to_dict(),
+            "architecture": self.architecture,
+            "spec": self.spec,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict) -> "ExtractedRelevanceModel":
+        return cls(**config)
+
+    def call(self, features: Mapping[str, Any]):
+        return self._level_logits(features)[0]
