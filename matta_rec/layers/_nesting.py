@@ -21,8 +21,10 @@ def level_widths(
     """Validate and return the per-level widths ``(student, *intermediate, ta)``.
 
     Widths must be positive integers, non-decreasing from the Student to the
-    TA (an inner level reads a prefix of the next one).  With ``allow_none``
-    every width may instead be ``None`` (all of them, or none).
+    TA (an inner level reads a prefix of the next one).  ``ta=None`` without
+    intermediate levels means a single level (a plain, un-nested layer).
+    With ``allow_none`` every width may instead be ``None`` (all or none);
+    then the number of levels is ``2 + len(intermediate)``.
     """
     try:
         intermediate = tuple(intermediate)
@@ -31,7 +33,10 @@ def level_widths(
             f"`intermediate_{name}` must be a sequence of positive integers, "
             f"received: {intermediate!r}"
         ) from None
-    widths = (student, *intermediate, ta)
+    if ta is None and not intermediate and not allow_none:
+        widths = (student,)
+    else:
+        widths = (student, *intermediate, ta)
     if allow_none and all(w is None for w in widths):
         return widths
     for w in widths:
@@ -49,6 +54,16 @@ def level_widths(
                 f"Received: {widths}"
             )
     return widths
+
+
+def dense_widths(widths: Sequence[int]) -> dict:
+    """``MNestedDense`` keyword arguments for per-level output ``widths``."""
+    widths = tuple(widths)
+    return {
+        "student_units": widths[0],
+        "ta_units": widths[-1] if len(widths) > 1 else None,
+        "intermediate_units": widths[1:-1],
+    }
 
 
 def level_suffix(level: int, num_levels: int) -> str:

@@ -7,7 +7,7 @@ from typing import Any, Sequence
 import keras
 from keras import ops
 
-from matta_rec.layers._nesting import input_widths, level_widths, split_inputs, split_shapes
+from matta_rec.layers._nesting import dense_widths, input_widths, level_widths, split_inputs, split_shapes
 from matta_rec.layers.nested_dense import MNestedDense
 
 
@@ -30,6 +30,9 @@ class MNestedCross(keras.layers.Layer):
             ``None`` for a full-rank kernel (then all levels must be ``None``).
         ta_projection_dim: low-rank width of the TA, or ``None``.
         intermediate_projection_dims: low-rank widths of intermediate levels.
+        num_levels: number of nested levels; defaults to
+            ``2 + len(intermediate_projection_dims)``.  ``1`` makes a plain
+            (un-nested) cross layer; ``ta_projection_dim`` is then ignored.
         diag_scale: non-negative float added to the kernel's diagonal.
         use_bias: bool, whether the projection has a bias.
         pre_activation: activation applied before the product with ``x0``.
@@ -63,6 +66,7 @@ class MNestedCross(keras.layers.Layer):
         student_projection_dim: int | None = None,
         ta_projection_dim: int | None = None,
         intermediate_projection_dims: Sequence[int | None] = (),
+        num_levels: int | None = None,
         diag_scale: float | None = 0.0,
         use_bias: bool = True,
         pre_activation: Any = None,
@@ -74,13 +78,31 @@ class MNestedCross(keras.layers.Layer):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.projection_dims = level_widths(
-            student_projection_dim,
-            ta_projection_dim,
-            intermediate_projection_dims,
-            "projection_dim",
-            allow_none=True,
-        )
+        if num_levels is None:
+            num_levels = 2 + len(tuple(intermediate_projection_dims))
+        if isinstance(num_levels, bool) or not isinstance(num_levels, int) or num_levels < 1:
+            raise ValueError(f"`num_levels` must be a positive integer. Received: {num_levels!r}")
+        if num_levels == 1:
+            if tuple(intermediate_projection_dims):
+                raise ValueError("A one-level cross layer takes no intermediate projection dims.")
+            self.projection_dims = level_widths(
+                student_projection_dim, None, (), "projection_dim", allow_none=True
+            )[:1]
+            if self.projection_dims[0] is not None:
+                level_widths(student_projection_dim, None, (), "projection_dim")
+        else:
+            if num_levels != 2 + len(tuple(intermediate_projection_dims)):
+                raise ValueError(
+                    f"`num_levels`={num_levels} needs {num_levels - 2} intermediate "
+                    f"projection dims. Received: {tuple(intermediate_projection_dims)}"
+                )
+            self.projection_dims = level_widths(
+                student_projection_dim,
+                ta_projection_dim,
+                intermediate_projection_dims,
+                "projection_dim",
+                allow_none=True,
+            )
         if diag_scale is not None and (
             isinstance(diag_scale, bool)
             or not isinstance(diag_scale, (int, float))
@@ -95,6 +117,7 @@ class MNestedCross(keras.layers.Layer):
         self.student_projection_dim = student_projection_dim
         self.ta_projection_dim = ta_projection_dim
         self.intermediate_projection_dims = tuple(intermediate_projection_dims)
+        self.num_levels = num_levels
         self.diag_scale = diag_scale
         self.use_bias = use_bias
         self.pre_activation = keras.activations.get(pre_activation)
@@ -111,6 +134,7 @@ class MNestedCross(keras.layers.Layer):
                 "student_projection_dim": self.student_projection_dim,
                 "ta_projection_dim": self.ta_projection_dim,
                 "intermediate_projection_dims": list(self.intermediate_projection_dims),
+                "num_levels": self.num_levels,
                 "diag_scale": self.diag_scale,
                 "use_bias": self.use_bias,
                 "pre_activation": keras.activations.serialize(self.pre_activation),
@@ -122,10 +146,6 @@ class MNestedCross(keras.layers.Layer):
             }
         )
         return config
-
-    @property
-    def num_levels(self) -> int:
-        return len(self.projection_dims)
 
     @property
     def low_rank(self) -> bool:
@@ -142,9 +162,7 @@ class MNestedCross(keras.layers.Layer):
         )
         if self.low_rank:
             self.down_proj = MNestedDense(
-                self.projection_dims[0],
-                self.projection_dims[-1],
-                intermediate_units=self.projection_dims[1:-1],
+                **dense_widths(self.projection_dims),
                 use_bias=False,
                 share_weights=self.share_weights,
                 kernel_initializer=self._initializer(self.kernel_initializer),
@@ -158,9 +176,7 @@ class MNestedCross(keras.layers.Layer):
             self.down_proj = None
             up_in = full
         self.dense = MNestedDense(
-            self.input_dims[0],
-            self.input_dims[-1],
-            intermediate_units=self.input_dims[1:-1],
+            **dense_widths(self.input_dims),
             activation=keras.activations.serialize(self.pre_activation),
             use_bias=self.use_bias,
             share_weights=self.share_weights,

@@ -33,7 +33,8 @@ class MNestedDense(keras.layers.Layer):
     Args:
         student_units: positive int, output width of the Student (level 0).
         ta_units: positive int, output width of the TA (last level),
-            ``>= student_units``.
+            ``>= student_units``.  ``None`` (default) makes a one-level layer:
+            a plain Dense of ``student_units``.
         intermediate_units: sequence of ints, output widths of the levels
             between Student and TA (e.g. ``(24,)`` for Student ⊂ Medium ⊂ TA).
             Widths must be non-decreasing.  Defaults to ``()`` (two levels).
@@ -73,7 +74,7 @@ class MNestedDense(keras.layers.Layer):
     def __init__(
         self,
         student_units: int,
-        ta_units: int,
+        ta_units: int | None = None,
         intermediate_units: Sequence[int] = (),
         activation: Any = None,
         use_bias: bool = True,

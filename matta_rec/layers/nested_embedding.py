@@ -37,7 +37,8 @@ class MNestedFeatureEmbedding(keras.layers.Layer):
         features: sequence of dicts ``{"name", "kind", "group"}`` plus
             ``"cardinality"`` (categorical kinds) or ``"dim"`` (dense).
         student_dim: positive int, the Student's ``d_model``.
-        ta_dim: positive int, the TA's ``d_model`` (``>= student_dim``).
+        ta_dim: positive int, the TA's ``d_model`` (``>= student_dim``);
+            ``None`` (default) for one level.
         intermediate_dims: ``d_model`` of intermediate levels.
         group_embeddings: bool, add a learnt vector per feature group.
         share_weights: bool, ``False`` gives every level its own tables.
@@ -69,7 +70,7 @@ class MNestedFeatureEmbedding(keras.layers.Layer):
         self,
         features: Sequence[Mapping[str, Any]],
         student_dim: int,
-        ta_dim: int,
+        ta_dim: int | None = None,
         intermediate_dims: Sequence[int] = (),
         group_embeddings: bool = True,
         share_weights: bool = True,

@@ -7,7 +7,7 @@ from typing import Any, Sequence
 import keras
 from keras import ops
 
-from matta_rec.layers._nesting import input_widths, level_suffix, level_widths, split_inputs, split_shapes
+from matta_rec.layers._nesting import dense_widths, input_widths, level_suffix, level_widths, split_inputs, split_shapes
 from matta_rec.layers.nested_dense import MNestedDense
 
 
@@ -35,10 +35,12 @@ class MNestedGAU(keras.layers.Layer):
     Args:
         student_units: positive int, expanded width ``e`` of the Student
             (typically ``expansion_factor * d_model``).
-        ta_units: positive int, expanded width of the TA.
+        ta_units: positive int, expanded width of the TA; ``None`` (default)
+            for a one-level (plain) GAU.
         intermediate_units: expanded widths of intermediate levels.
         student_shared_dim: positive int, query/key width ``s`` of the Student.
-        ta_shared_dim: positive int, query/key width of the TA.
+        ta_shared_dim: positive int, query/key width of the TA (``None``
+            with a one-level GAU).
         intermediate_shared_dims: query/key widths of intermediate levels.
         activation: activation of the U, V and Z projections
             (default ``"swish"`` as in the GAU paper).
@@ -70,10 +72,10 @@ class MNestedGAU(keras.layers.Layer):
     def __init__(
         self,
         student_units: int,
-        ta_units: int,
+        ta_units: int | None = None,
         intermediate_units: Sequence[int] = (),
         student_shared_dim: int = 8,
-        ta_shared_dim: int = 16,
+        ta_shared_dim: int | None = None,
         intermediate_shared_dims: Sequence[int] = (),
         activation: Any = "swish",
         use_norm: bool = True,
@@ -84,6 +86,10 @@ class MNestedGAU(keras.layers.Layer):
     ) -> None:
         super().__init__(**kwargs)
         self.units = level_widths(student_units, ta_units, intermediate_units, "units")
+        if ta_units is None and ta_shared_dim is not None:
+            raise ValueError("`ta_shared_dim` needs `ta_units` (a one-level GAU has neither).")
+        if ta_units is not None and ta_shared_dim is None:
+            raise ValueError("A nested GAU needs `ta_shared_dim` along with `ta_units`.")
         self.shared_dims = level_widths(
             student_shared_dim, ta_shared_dim, intermediate_shared_dims, "shared_dim"
         )
@@ -133,9 +139,7 @@ class MNestedGAU(keras.layers.Layer):
 
     def _dense(self, units: Sequence[int], name: str, activation: Any) -> MNestedDense:
         return MNestedDense(
-            units[0],
-            units[-1],
-            intermediate_units=tuple(units[1:-1]),
+            **dense_widths(units),
             activation=activation,
             share_weights=self.share_weights,
             kernel_initializer=keras.initializers.get(

@@ -8,6 +8,26 @@
 """
 
 from matta_rec.models.config import ModelConfig
+from matta_rec.models.mixnmatch import (
+    SubmodelInfo,
+    SubmodelSpec,
+    count_flops,
+    count_params,
+    extract,
+    list_submodels,
+    submodel_architecture,
+)
 from matta_rec.models.relevance import ExtractedRelevanceModel, NestedRelevanceModel
 
-__all__ = ["ModelConfig", "NestedRelevanceModel", "ExtractedRelevanceModel"]
+__all__ = [
+    "ModelConfig",
+    "NestedRelevanceModel",
+    "ExtractedRelevanceModel",
+    "SubmodelSpec",
+    "SubmodelInfo",
+    "extract",
+    "list_submodels",
+    "submodel_architecture",
+    "count_params",
+    "count_flops",
+]

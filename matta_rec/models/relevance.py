@@ -9,6 +9,7 @@ from keras import ops
 
 from matta_rec.data.schema import Schema, load_schema
 from matta_rec.features import FeaturePreprocessor, FeatureStats
+from matta_rec.layers._nesting import dense_widths
 from matta_rec.layers import MNestedCross, MNestedDense, MNestedFeatureEmbedding, MNestedGAU
 from matta_rec.models.config import ModelConfig
 
@@ -64,12 +65,7 @@ class RelevanceNetwork(keras.Model):
             raise ValueError(f"architecture d_model needs {n} values, got {d_model}")
 
         def nested(widths):
-            widths = list(widths)
-            return {
-                "student_units": widths[0],
-                "ta_units": widths[-1],
-                "intermediate_units": tuple(widths[1:-1]),
-            }
+            return dense_widths(widths)
 
         self.preprocessor = FeaturePreprocessor(self.schema, self.stats, name="preprocessor")
         features = feature_descriptions(self.schema, self.preprocessor)
@@ -77,7 +73,7 @@ class RelevanceNetwork(keras.Model):
         self.embedding = MNestedFeatureEmbedding(
             features,
             student_dim=d_model[0],
-            ta_dim=d_model[-1],
+            ta_dim=d_model[-1] if n > 1 else None,
             intermediate_dims=d_model[1:-1],
             group_embeddings=bool(options["group_embeddings"]),
             share_weights=share,
@@ -94,7 +90,7 @@ class RelevanceNetwork(keras.Model):
                 layer = MNestedGAU(
                     **u,
                     student_shared_dim=s[0],
-                    ta_shared_dim=s[-1],
+                    ta_shared_dim=s[-1] if n > 1 else None,
                     intermediate_shared_dims=tuple(s[1:-1]),
                     activation=options["gau_activation"],
                     use_norm=bool(options["gau_norm"]),
@@ -108,6 +104,7 @@ class RelevanceNetwork(keras.Model):
                     student_projection_dim=p[0],
                     ta_projection_dim=p[-1],
                     intermediate_projection_dims=tuple(p[1:-1]),
+                    num_levels=n,
                     diag_scale=float(options["cross_diag_scale"]),
                     share_weights=share,
                     name=f"cross_{source}",
