@@ -1,0 +1,179 @@
+"""Atomic publication of a TF Serving version directory.
+
+TF Serving watches ``EXPORT_BASE/<model>/`` and loads every sub-directory whose
+name is an integer as soon as it appears.  A version must therefore appear
+complete or not at all: :func:`publish_version` writes into a hidden temporary
+sibling (``.<version>.tmp-<pid>-<random>``, a name TF Serving ignores), fsyncs
+every file and directory, then renames it into place.  A failure (or a kill)
+at any point before the rename leaves no ``<version>`` directory; temporaries
+left by killed processes are removed by the next publication in the same
+model directory.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from typing import Callable
+
+from matta_rec.data.errors import MattaError
+
+_TMP_MARK = ".tmp-"
+_OLD_MARK = ".old-"
+
+
+class ExportError(MattaError):
+    """An export cannot be written (existing version, bad model, bad target)."""
+
+
+def parse_version(version_dir: str) -> int:
+    """The integer version of ``EXPORT_BASE/<model>/<version>``."""
+    name = os.path.basename(os.path.normpath(version_dir))
+    if not name.isdigit():
+        raise ExportError(
+            f"'{version_dir}': the last path component must be an integer version "
+            "(TF Serving only loads EXPORT_BASE/<model>/<integer>/)"
+        )
+    return int(name)
+
+
+def existing_versions(model_dir: str) -> list[int]:
+    """Integer versions already published under ``model_dir`` (sorted)."""
+    if not os.path.isdir(model_dir):
+        return []
+    return sorted(
+        int(n)
+        for n in os.listdir(model_dir)
+        if n.isdigit() and os.path.isdir(os.path.join(model_dir, n))
+    )
+
+
+def fsync_tree(root: str) -> None:
+    """fsync every file and directory under ``root`` (directories last)."""
+    for dirpath, _, filenames in os.walk(root, topdown=False):
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            if os.path.islink(path):
+                continue
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(dirpath)
+
+
+def _fsync_dir(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # pragma: no cover - someone else's live process
+        return True
+    return True
+
+
+def remove_stale_temporaries(model_dir: str) -> list[str]:
+    """Delete temporaries left in ``model_dir`` by processes that died."""
+    removed = []
+    if not os.path.isdir(model_dir):
+        return removed
+    for name in os.listdir(model_dir):
+        if not name.startswith(".") or (_TMP_MARK not in name and _OLD_MARK not in name):
+            continue
+        mark = _TMP_MARK if _TMP_MARK in name else _OLD_MARK
+        try:
+            pid = int(name.split(mark, 1)[1].split("-", 1)[0])
+        except ValueError:
+            continue
+        if pid != os.getpid() and _pid_alive(pid):
+            continue
+        shutil.rmtree(os.path.join(model_dir, name), ignore_errors=True)
+        removed.append(name)
+    return removed
+
+
+def publish_version(
+    version_dir: str, write: Callable[[str], None], *, overwrite: bool = False
+) -> str:
+    """Write a version directory atomically.
+
+    Args:
+        version_dir: ``EXPORT_BASE/<model>/<integer version>``.
+        write: ``write(tmp_dir)`` fills a fresh temporary directory with the
+            complete version (it must not rename or delete ``tmp_dir``).
+        overwrite: replace an existing version.  The old directory is moved
+            aside and deleted after the new one is in place.
+
+    Returns:
+        The absolute path of the published version directory.
+
+    Raises:
+        ExportError: the version exists and ``overwrite`` is False.
+    """
+    version_dir = os.path.abspath(version_dir)
+    version = parse_version(version_dir)
+    model_dir = os.path.dirname(version_dir)
+    if os.path.exists(version_dir) and not overwrite:
+        raise ExportError(
+            f"'{version_dir}' already exists; TF Serving may already serve version "
+            f"{version}. Pick another --version or pass --overwrite to replace it"
+        )
+    os.makedirs(model_dir, exist_ok=True)
+    remove_stale_temporaries(model_dir)
+    tag = f"{os.getpid()}-{secrets.token_hex(4)}"
+    tmp = os.path.join(model_dir, f".{version}{_TMP_MARK}{tag}")
+    os.mkdir(tmp)
+    try:
+        write(tmp)
+        fsync_tree(tmp)
+        old = None
+        if os.path.exists(version_dir):
+            old = os.path.join(model_dir, f".{version}{_OLD_MARK}{tag}")
+            os.rename(version_dir, old)
+        try:
+            os.rename(tmp, version_dir)
+        except BaseException:
+            if old is not None:
+                os.rename(old, version_dir)
+            raise
+        _fsync_dir(model_dir)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return version_dir
+
+
+def write_file_atomic(path: str, data: bytes | str) -> None:
+    """Write ``path`` through a temporary file + fsync + rename."""
+    path = os.path.abspath(path)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}{_TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}"
+    mode = "wb" if isinstance(data, bytes) else "w"
+    try:
+        with open(tmp, mode, **({} if isinstance(data, bytes) else {"encoding": "utf-8"})) as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    _fsync_dir(os.path.dirname(path))
