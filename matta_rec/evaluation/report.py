@@ -382,7 +382,9 @@ def plot_pareto(report: Mapping, path: str) -> str | None:
     """
     entries = list(report.get("models", []))
     base = report["baseline"]
-    latency_key = "latency_ms" if any(e.get("latency_ms") is not None for e in entries + [base]) \
+    # Manifest latencies only when every model (baseline included) has one, so
+    # the panel never mixes two ways of measuring.
+    latency_key = "latency_ms" if all(e.get("latency_ms") is not None for e in entries + [base]) \
         else "latency_measured_ms"
     panels = [(k, label) for k, label in (
         ("params", "parameters"),

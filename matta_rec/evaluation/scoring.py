@@ -69,8 +69,8 @@ def _versions(path: str) -> list[int]:
 
 def _is_run_dir(path: str) -> bool:
     return os.path.isfile(os.path.join(path, "model.keras")) or (
-        os.path.isfile(os.path.join(path, "metrics.json"))
-        and os.path.isfile(os.path.join(path, "config.yaml"))
+        os.path.isfile(os.path.join(path, "config.yaml"))
+        and os.path.isfile(os.path.join(path, "preprocessing.json"))
     )
 
 
@@ -265,16 +265,17 @@ class ModelHandle:
 
 
 def _levels_of(run) -> tuple:
+    """Level names of a loaded run's model (``()`` when it does not say)."""
+    levels = getattr(run.model, "levels", None)
+    if levels:
+        return tuple(levels)
     config = getattr(run, "config", None)
     try:
-        levels = tuple(config.model_config().levels)
+        model_config = config.model_for_mode() if hasattr(config, "model_for_mode") \
+            else config.model_config()
+        return tuple(model_config.levels)
     except Exception:  # noqa: BLE001 - levels are only a validation aid
-        levels = ()
-    mode = getattr(config, "mode", None)
-    if mode in ("student", "ta") and levels:
-        # One-level run: the model has a single level.
-        return (mode,) if mode in levels else levels[:1]
-    return levels
+        return ()
 
 
 def _run_level_params(model, level: str) -> int | None:

@@ -1,0 +1,89 @@
+"""Ablation summary: Δ% vs the baseline, intervals over seeds, super-additivity."""
+
+import math
+
+import numpy as np
+import pytest
+
+from matta_rec.data.errors import MattaError
+from matta_rec.evaluation.ablation import (
+    format_ablation_table,
+    render_ablation_markdown,
+    summarize,
+    write_ablation_report,
+)
+
+
+def _seeds(combined, noise=0.001, n=4, seed=0):
+    rng = np.random.default_rng(seed)
+    out = []
+    for s in range(n):
+        base = 0.20 + rng.normal(0, noise)
+        out.append({"seed": s, "auc_loss": {
+            "baseline/student": base,
+            "shampoo_only/student": base * 0.95 + rng.normal(0, noise / 10),
+            "matta_no_shampoo/student": base * 0.95 + rng.normal(0, noise / 10),
+            "matta_no_shampoo/ta": base * 0.93 + rng.normal(0, noise / 10),
+            "matta_shampoo/student": base * combined + rng.normal(0, noise / 10),
+            "matta_shampoo/ta": base * (combined - 0.02) + rng.normal(0, noise / 10),
+            "matta_no_sharing/student": base * (combined - 0.01) + rng.normal(0, noise / 10),
+            "matta_no_sharing/ta": base * (combined - 0.03) + rng.normal(0, noise / 10),
+        }})
+    return out
+
+
+def test_deltas_and_super_additive_verdict():
+    per_seed = _seeds(combined=0.85)  # -15% vs -5% + -5%
+    s = summarize(per_seed)
+    rows = {f"{r['variant']}/{r['level']}": r for r in s["rows"]}
+    exp = np.mean([100 * (p["auc_loss"]["shampoo_only/student"] /
+                          p["auc_loss"]["baseline/student"] - 1) for p in per_seed])
+    assert rows["shampoo_only/student"]["delta_pct"] == pytest.approx(exp)
+    assert rows["baseline/student"]["delta_pct"] == 0
+    lo, hi = rows["matta_shampoo/student"]["delta_pct_ci"]
+    assert lo < -15 + 0.5 and hi > -15 - 0.5 and hi < 0
+    sa = s["super_additivity"]
+    assert sa["excess_pct"] == pytest.approx(-5, abs=0.3)
+    assert sa["excess_pct_ci"][1] < 0 and sa["verdict"] == "super-additive"
+    assert s["sharing"]["student"]["difference_pct"] == pytest.approx(-1, abs=0.3)
+    assert s["interval_method"] == "t-interval over seeds"
+
+
+def test_sub_additive_and_within_noise():
+    s = summarize(_seeds(combined=0.97))  # -3% < -10% sum: sub-additive
+    assert s["super_additivity"]["verdict"] == "sub-additive"
+    assert not s["super_additivity"]["super_additive"]
+    noisy = summarize(_seeds(combined=0.90, noise=0.5, n=2, seed=3))
+    lo, hi = noisy["super_additivity"]["excess_pct_ci"]
+    assert lo < noisy["super_additivity"]["excess_pct"] < hi
+
+
+def test_single_seed_uses_paired_bootstrap_replicates():
+    per_seed = _seeds(combined=0.85, n=1)
+    rng = np.random.default_rng(0)
+    boot = {k: v * (1 + rng.normal(0, 0.01, 200)) for k, v in per_seed[0]["auc_loss"].items()}
+    s = summarize(per_seed, boot=boot)
+    assert s["interval_method"].startswith("paired bootstrap")
+    row = [r for r in s["rows"] if r["variant"] == "matta_shampoo" and r["level"] == "student"][0]
+    assert row["delta_pct_ci"][0] < row["delta_pct"] < row["delta_pct_ci"][1]
+    without = summarize(per_seed)
+    assert all(math.isnan(v) for v in without["super_additivity"]["excess_pct_ci"])
+    assert without["super_additivity"]["verdict"] == "super-additive (point estimate)"
+
+
+def test_report_files(tmp_path):
+    s = summarize(_seeds(combined=0.85))
+    s.update({"seeds": [0, 1, 2, 3], "data": "d", "train_shards": 3, "holdout_shards": ["x"],
+              "eval_rows": 10, "label": "event", "config": "c.yaml"})
+    paths = write_ablation_report(s, str(tmp_path))
+    md = open(paths["markdown"]).read()
+    for section in ("## Table 3", "## Super-additivity", "## Table 4", "## Per seed", "## Plot"):
+        assert section in md
+    assert open(paths["png"], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    assert "super-additive" in format_ablation_table(s)
+    assert "MatTA with Shampoo" in render_ablation_markdown(s)
+
+
+def test_baseline_required():
+    with pytest.raises(MattaError, match="baseline"):
+        summarize([{"seed": 0, "auc_loss": {"shampoo_only/student": 0.1}}])
