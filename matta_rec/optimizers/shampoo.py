@@ -1,0 +1,522 @@
+"""Shampoo: Kronecker-factored preconditioning with grafting, for Keras 3.
+
+The optimizer's bookkeeping (state, frequencies, grafting, momentum, failure
+handling) lives here; the matrix math is in `matrix_functions` and the
+variable-to-blocks layout in `partition`. TensorFlow backend only (the package
+is TF-only): `update_step` is made of TF ops, so it runs eagerly, inside
+`tf.function`, under XLA and under `tf.distribute` strategies, where every
+replica receives the all-reduced gradient and recomputes the same roots.
+"""
+
+from __future__ import annotations
+
+import re
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from matta_rec.optimizers import matrix_functions
+from matta_rec.optimizers.partition import make_plan
+
+GRAFTING_TYPES = ("adam", "adagrad", "rmsprop", "sgd")
+ROOT_METHODS = ("eigh", "newton")
+LARGE_DIM_POLICIES = ("diagonal", "one_sided")
+
+
+def _read(variable):
+    """The current value of a Keras (or tf) variable as a tensor."""
+    return tf.convert_to_tensor(variable.value if isinstance(variable, keras.Variable) else variable)
+
+
+def _identity_initializer(shape, dtype=None):
+    return tf.eye(shape[-1], batch_shape=shape[:-2], dtype=dtype or "float32")
+
+
+@keras.saving.register_keras_serializable(package="matta_rec")
+class Shampoo(keras.optimizers.Optimizer):
+    """Shampoo with per-block grafting (Gupta et al. 2018; Anil et al. 2020).
+
+    For a weight matrix (or a block of one) with gradient `G`, Shampoo keeps
+    `L = sum/EMA of G G^T` and `R = sum/EMA of G^T G` and moves along
+    `L^(-1/4) D R^(-1/4)`, where `D` is the (momentum-filtered) gradient.
+    The grafted diagonal optimizer gives each block its step size: the
+    Shampoo direction of a block is rescaled to the norm of the grafted step
+    of that block. Before `start_preconditioning_step` the grafted step is
+    used as is (so Shampoo with Adam grafting *is* Adam until then).
+
+    Per step `t` (1-based) and variable:
+
+    1. `m = beta1 m + (1 - beta1) G`, `D = m / (1 - beta1^t)` (with Nesterov:
+       `D = (beta1 m + (1 - beta1) G) / (1 - beta1^(t+1))`); `D = G` when
+       `beta1 = 0`.
+    2. Grafted step `A(D)`: Adam (`v` an EMA of `G^2` with `grafting_beta2`,
+       bias-corrected as `keras.optimizers.Adam`), AdaGrad (`v` the sum of
+       `G^2`), RMSprop (`v` an EMA of `G^2`), SGD (`A(D) = D`).
+    3. Every `statistics_frequency` steps: `L = beta2 L + (1 - beta2) G G^T`
+       (the same for `R`), or `L += G G^T` when `beta2 = 1`. Every
+       `preconditioning_frequency` steps from `start_preconditioning_step`:
+       the inverse roots of the (bias-corrected) statistics, in float64,
+       regularised by `epsilon * lambda_max`. A root that fails (non-finite
+       statistics or result, Newton not converged) keeps the previous root and
+       increments `root_failures`.
+    4. `U = L^(-1/p) D R^(-1/p)` per block, rescaled to `||A(D)||` of the
+       block (raw when `grafting=None`); `w -= learning_rate * U`. Weight
+       decay (`weight_decay`) is decoupled, applied by the base class.
+
+    Variables of rank <= 1 (biases, scales), variables whose every side is
+    too long (or one side, with `large_dim_policy="diagonal"`) and, with
+    `treat_embeddings_as_large=True`, embedding tables (a path containing
+    "embedding") take the grafted diagonal step `A(D)`. Sparse gradients
+    (`tf.IndexedSlices`) are densified, as `keras.optimizers.Adam` does.
+
+    A gradient with a NaN / inf leaves the variable and its state unchanged
+    and increments `skipped_updates`; a non-finite update is never applied.
+
+    Args:
+        learning_rate: float, `LearningRateSchedule` or callable. Defaults to
+            `0.001`.
+        beta1: momentum on the gradient, in `[0, 1)`. Defaults to `0.9`.
+        beta2: decay of the Kronecker statistics, in `(0, 1]`; `1.0` sums
+            them (AdaGrad-style). Defaults to `0.999`.
+        epsilon: regularisation of the statistics before the root, relative to
+            their largest eigenvalue, `> 0`. Defaults to `1e-6`.
+        block_size: largest side of a preconditioned block. Defaults to `512`.
+        preconditioning_frequency: steps between two root recomputations.
+            Defaults to `100`.
+        statistics_frequency: steps between two statistics updates.
+            Defaults to `1`.
+        start_preconditioning_step: first step using the Shampoo direction;
+            grafted steps before it. Defaults to `100`.
+        grafting: `"adam"`, `"adagrad"`, `"rmsprop"`, `"sgd"` or `None` (raw
+            Shampoo direction). Defaults to `"adam"`.
+        grafting_beta2: decay of the Adam / RMSprop grafting accumulator.
+            Defaults to `0.999`.
+        grafting_epsilon: epsilon of the grafted optimizer. Defaults to `1e-7`.
+        exponent_override: `p` for roots `L^(-1/p)` on every side (e.g. `2`
+            as Distributed Shampoo). `None`: `2 k` where `k` is the number of
+            preconditioned sides, i.e. `-1/4` per side for a matrix (the
+            original paper) and `-1/2` for a one-sided factor.
+        nesterov: use Nesterov momentum. Defaults to `False`.
+        weight_decay: decoupled weight decay (as AdamW). Defaults to `None`.
+        max_preconditioner_dim: sides longer than this get no Kronecker
+            factor. Defaults to `4096`.
+        large_dim_policy: `"diagonal"` (the variable takes the grafted step)
+            or `"one_sided"` (precondition the other side only) for variables
+            with a side longer than `max_preconditioner_dim`. Defaults to
+            `"diagonal"`.
+        treat_embeddings_as_large: treat the first dimension of embedding
+            tables as too long. Defaults to `True`.
+        diagonal_variables: list of regular expressions; variables whose
+            path matches one take the grafted diagonal step. Defaults to
+            `None`.
+        root_method: `"eigh"` (float64 eigendecomposition) or `"newton"`
+            (coupled Newton iteration in float64). Defaults to `"eigh"`.
+        {{base_optimizer_keyword_args}}
+
+    Example:
+
+    >>> import numpy as np
+    >>> opt = Shampoo(learning_rate=0.01, start_preconditioning_step=1,
+    ...               preconditioning_frequency=1)
+    >>> w = keras.Variable(np.ones((4, 3), "float32"))
+    >>> opt.apply([keras.ops.ones((4, 3))], [w])
+    >>> int(opt.root_failures.numpy())
+    0
+
+    In a model: `model.compile(optimizer=Shampoo(1e-3), loss=...)`. The
+    counters `root_failures` and `skipped_updates` are non-trainable
+    variables (`optimizer.diagnostics()` returns them as Python ints).
+    """
+
+    def __init__(
+        self,
+        learning_rate=0.001,
+        beta1=0.9,
+        beta2=0.999,
+        epsilon=1e-6,
+        block_size=512,
+        preconditioning_frequency=100,
+        statistics_frequency=1,
+        start_preconditioning_step=100,
+        grafting="adam",
+        grafting_beta2=0.999,
+        grafting_epsilon=1e-7,
+        exponent_override=None,
+        nesterov=False,
+        weight_decay=None,
+        max_preconditioner_dim=4096,
+        large_dim_policy="diagonal",
+        treat_embeddings_as_large=True,
+        diagonal_variables=None,
+        root_method="eigh",
+        clipnorm=None,
+        clipvalue=None,
+        global_clipnorm=None,
+        use_ema=False,
+        ema_momentum=0.99,
+        ema_overwrite_frequency=None,
+        loss_scale_factor=None,
+        gradient_accumulation_steps=None,
+        name=None,
+        **kwargs,
+    ):
+        super().__init__(
+            learning_rate=learning_rate,
+            name=name,
+            weight_decay=weight_decay,
+            clipnorm=clipnorm,
+            clipvalue=clipvalue,
+            global_clipnorm=global_clipnorm,
+            use_ema=use_ema,
+            ema_momentum=ema_momentum,
+            ema_overwrite_frequency=ema_overwrite_frequency,
+            loss_scale_factor=loss_scale_factor,
+            gradient_accumulation_steps=gradient_accumulation_steps,
+            **kwargs,
+        )
+        if not 0.0 <= beta1 < 1.0:
+            raise ValueError(f"`beta1` must be in [0, 1). Received: beta1={beta1}")
+        if not 0.0 < beta2 <= 1.0:
+            raise ValueError(f"`beta2` must be in (0, 1] (1.0 sums the statistics). Received: beta2={beta2}")
+        if not epsilon > 0:
+            raise ValueError(f"`epsilon` must be a float > 0. Received: epsilon={epsilon}")
+        for key, value in (
+            ("block_size", block_size),
+            ("preconditioning_frequency", preconditioning_frequency),
+            ("statistics_frequency", statistics_frequency),
+            ("max_preconditioner_dim", max_preconditioner_dim),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{key}` must be an integer >= 1. Received: {key}={value!r}")
+        if (
+            isinstance(start_preconditioning_step, bool)
+            or not isinstance(start_preconditioning_step, int)
+            or start_preconditioning_step < 0
+        ):
+            raise ValueError(
+                "`start_preconditioning_step` must be an integer >= 0. "
+                f"Received: start_preconditioning_step={start_preconditioning_step!r}"
+            )
+        if grafting is not None and grafting not in GRAFTING_TYPES:
+            raise ValueError(
+                f"`grafting` must be one of {GRAFTING_TYPES} or None. Received: grafting={grafting!r}"
+            )
+        if not 0.0 < grafting_beta2 < 1.0:
+            raise ValueError(f"`grafting_beta2` must be in (0, 1). Received: grafting_beta2={grafting_beta2}")
+        if not grafting_epsilon > 0:
+            raise ValueError(f"`grafting_epsilon` must be > 0. Received: grafting_epsilon={grafting_epsilon}")
+        if exponent_override is not None and not exponent_override > 0:
+            raise ValueError(
+                "`exponent_override` must be None or a number p > 0 (roots L^(-1/p)). "
+                f"Received: exponent_override={exponent_override}"
+            )
+        if large_dim_policy not in LARGE_DIM_POLICIES:
+            raise ValueError(
+                f"`large_dim_policy` must be one of {LARGE_DIM_POLICIES}. "
+                f"Received: large_dim_policy={large_dim_policy!r}"
+            )
+        if root_method not in ROOT_METHODS:
+            raise ValueError(f"`root_method` must be one of {ROOT_METHODS}. Received: root_method={root_method!r}")
+        if root_method == "newton" and exponent_override is not None and int(exponent_override) != exponent_override:
+            raise ValueError(
+                "`root_method='newton'` needs an integer `exponent_override`. "
+                f"Received: exponent_override={exponent_override}"
+            )
+        if diagonal_variables is not None and (
+            isinstance(diagonal_variables, str) or not all(isinstance(p, str) for p in diagonal_variables)
+        ):
+            raise ValueError(
+                "`diagonal_variables` must be a list of regular expressions (strings). "
+                f"Received: diagonal_variables={diagonal_variables!r}"
+            )
+        self.beta1 = float(beta1)
+        self.beta2 = float(beta2)
+        self.epsilon = float(epsilon)
+        self.block_size = block_size
+        self.preconditioning_frequency = preconditioning_frequency
+        self.statistics_frequency = statistics_frequency
+        self.start_preconditioning_step = start_preconditioning_step
+        self.grafting = grafting
+        self.grafting_beta2 = float(grafting_beta2)
+        self.grafting_epsilon = float(grafting_epsilon)
+        self.exponent_override = exponent_override
+        self.nesterov = bool(nesterov)
+        self.max_preconditioner_dim = max_preconditioner_dim
+        self.large_dim_policy = large_dim_policy
+        self.treat_embeddings_as_large = bool(treat_embeddings_as_large)
+        self.diagonal_variables = list(diagonal_variables) if diagonal_variables else []
+        self.root_method = root_method
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "beta1": self.beta1,
+                "beta2": self.beta2,
+                "epsilon": self.epsilon,
+                "block_size": self.block_size,
+                "preconditioning_frequency": self.preconditioning_frequency,
+                "statistics_frequency": self.statistics_frequency,
+                "start_preconditioning_step": self.start_preconditioning_step,
+                "grafting": self.grafting,
+                "grafting_beta2": self.grafting_beta2,
+                "grafting_epsilon": self.grafting_epsilon,
+                "exponent_override": self.exponent_override,
+                "nesterov": self.nesterov,
+                "max_preconditioner_dim": self.max_preconditioner_dim,
+                "large_dim_policy": self.large_dim_policy,
+                "treat_embeddings_as_large": self.treat_embeddings_as_large,
+                "diagonal_variables": list(self.diagonal_variables),
+                "root_method": self.root_method,
+            }
+        )
+        return config
+
+    # ------------------------------------------------------------------ state
+
+    def _variable_path(self, variable):
+        return getattr(variable, "path", None) or str(variable.name)
+
+    def plan_for(self, variable):
+        """The `partition.BlockPlan` Shampoo uses for `variable`."""
+        path = self._variable_path(variable)
+        if any(re.search(p, path) for p in self.diagonal_variables):
+            return make_plan((), self.block_size, self.max_preconditioner_dim)
+        embedding = self.treat_embeddings_as_large and "embedding" in path.lower()
+        return make_plan(
+            tuple(variable.shape),
+            self.block_size,
+            self.max_preconditioner_dim,
+            self.large_dim_policy,
+            first_dim_is_large=embedding,
+        )
+
+    def _root_exponent(self, plan):
+        if self.exponent_override is not None:
+            return self.exponent_override
+        return 2 * plan.num_preconditioned_sides
+
+    def build(self, var_list):
+        """Creates the optimizer state.
+
+        Per variable: `momentum` (if `beta1 > 0`), the grafting accumulator
+        (Adam / AdaGrad / RMSprop grafting) and, for preconditioned variables,
+        the statistics and roots of each preconditioned side, shaped
+        `[num_blocks, chunk, chunk]`. Plus two int64 counters:
+        `root_failures` and `skipped_updates`.
+        """
+        if self.built:
+            return
+        super().build(var_list)
+        self.root_failures = self.add_variable((), initializer="zeros", dtype="int64", name="root_failures")
+        self.skipped_updates = self.add_variable((), initializer="zeros", dtype="int64", name="skipped_updates")
+        n = len(var_list)
+        self._plans = [None] * n
+        self._momentums = [None] * n
+        self._graft_accumulators = [None] * n
+        self._stats_left = [None] * n
+        self._stats_right = [None] * n
+        self._roots_left = [None] * n
+        self._roots_right = [None] * n
+        for var in var_list:
+            if self._overwrite_variable_with_gradient(var):
+                continue
+            i = self._get_variable_index(var)
+            plan = self.plan_for(var)
+            self._plans[i] = plan
+            if self.beta1 > 0:
+                self._momentums[i] = self.add_variable_from_reference(var, name="momentum")
+            if self.grafting in ("adam", "adagrad", "rmsprop"):
+                self._graft_accumulators[i] = self.add_variable_from_reference(var, name="graft")
+            if plan.diagonal:
+                continue
+            prefix = self._variable_path(var).replace("/", "_")
+            nb, (cr, cc) = plan.num_blocks, plan.chunk
+            for side, size, stats, roots in (
+                ("left", cr, self._stats_left, self._roots_left),
+                ("right", cc, self._stats_right, self._roots_right),
+            ):
+                if not plan.precondition[0 if side == "left" else 1]:
+                    continue
+                stats[i] = self.add_variable(
+                    (nb, size, size), initializer="zeros", dtype="float32", name=f"{prefix}_stats_{side}"
+                )
+                roots[i] = self.add_variable(
+                    (nb, size, size), initializer=_identity_initializer, dtype="float32", name=f"{prefix}_root_{side}"
+                )
+
+    def diagnostics(self):
+        """`{"shampoo_root_failures": int, "shampoo_skipped_updates": int}`."""
+        if not self.built:
+            return {"shampoo_root_failures": 0, "shampoo_skipped_updates": 0}
+        return {
+            "shampoo_root_failures": int(self.root_failures.numpy()),
+            "shampoo_skipped_updates": int(self.skipped_updates.numpy()),
+        }
+
+    def state_bytes(self):
+        """Bytes of optimizer state, without the step counter and learning rate."""
+        skip = {id(self._iterations)}
+        if isinstance(self._learning_rate, keras.Variable):
+            skip.add(id(self._learning_rate))
+        total = 0
+        for v in self.variables:
+            if id(v) in skip:
+                continue
+            total += int(tf.size(v.value)) * tf.as_dtype(v.dtype).size
+        return total
+
+    # ----------------------------------------------------------------- update
+
+    def update_step(self, gradient, variable, learning_rate):
+        if isinstance(gradient, tf.IndexedSlices):
+            gradient = tf.convert_to_tensor(gradient)
+        i = self._get_variable_index(variable)
+        compute_dtype = tf.float32 if variable.dtype in ("float16", "bfloat16") else tf.as_dtype(variable.dtype)
+        g = tf.cast(gradient, compute_dtype)
+        finite = tf.reduce_all(tf.math.is_finite(g))
+
+        def apply():
+            self._apply_update(i, g, variable, learning_rate, compute_dtype)
+            return tf.constant(0, tf.int64)
+
+        def skip():
+            self.skipped_updates.assign_add(tf.constant(1, tf.int64))
+            return tf.constant(0, tf.int64)
+
+        tf.cond(finite, apply, skip)
+
+    def _apply_update(self, i, g, variable, learning_rate, dtype):
+        plan = self._plans[i]
+        it = tf.cast(self.iterations, tf.int64)
+        t = tf.cast(it + 1, dtype)
+        lr = tf.cast(learning_rate, dtype)
+
+        # 1. Momentum on the gradient (bias-corrected).
+        if self.beta1 > 0:
+            b1 = tf.constant(self.beta1, dtype)
+            m = self._momentums[i]
+            m_new = b1 * tf.cast(_read(m), dtype) + (1.0 - b1) * g
+            self.assign(m, m_new)
+            if self.nesterov:
+                d = (b1 * m_new + (1.0 - b1) * g) / (1.0 - tf.pow(b1, t + 1.0))
+            else:
+                d = m_new / (1.0 - tf.pow(b1, t))
+        else:
+            d = g
+
+        # 2. The grafted diagonal step.
+        graft = self._graft_direction(i, g, d, t, dtype)
+
+        if plan.diagonal:
+            update = graft
+        else:
+            self._update_preconditioner(i, plan, g, it)
+            start = self.start_preconditioning_step
+            if start == 0:
+                update = self._shampoo_direction(i, plan, d, graft)
+            else:
+                update = tf.cond(
+                    it >= start,
+                    lambda: self._shampoo_direction(i, plan, d, graft),
+                    lambda: graft,
+                )
+
+        step = lr * update
+        ok = tf.reduce_all(tf.math.is_finite(step))
+        step = tf.where(ok, step, tf.zeros_like(step))
+        self.skipped_updates.assign_add(tf.cast(tf.logical_not(ok), tf.int64))
+        self.assign_sub(variable, tf.cast(step, variable.dtype))
+
+    def _graft_direction(self, i, g, d, t, dtype):
+        eps = tf.constant(self.grafting_epsilon, dtype)
+        if self.grafting in (None, "sgd"):
+            return d
+        v = self._graft_accumulators[i]
+        if self.grafting == "adagrad":
+            v_new = tf.cast(_read(v), dtype) + tf.square(g)
+            self.assign(v, v_new)
+            return d / (tf.sqrt(v_new) + eps)
+        b2 = tf.constant(self.grafting_beta2, dtype)
+        v_new = b2 * tf.cast(_read(v), dtype) + (1.0 - b2) * tf.square(g)
+        self.assign(v, v_new)
+        if self.grafting == "rmsprop":
+            return d / (tf.sqrt(v_new) + eps)
+        # Adam, written as keras.optimizers.Adam ("epsilon hat").
+        return d * tf.sqrt(1.0 - tf.pow(b2, t)) / (tf.sqrt(v_new) + eps)
+
+    def _update_preconditioner(self, i, plan, g, it):
+        """Statistics every `statistics_frequency` steps, roots every
+        `preconditioning_frequency` steps from `start_preconditioning_step`."""
+        blocks = tf.cast(plan.to_blocks(g), tf.float32)
+        sides = [
+            (self._stats_left[i], self._roots_left[i], "left"),
+            (self._stats_right[i], self._roots_right[i], "right"),
+        ]
+        sides = [s for s in sides if s[0] is not None]
+        b2 = self.beta2
+
+        def update_statistics():
+            for stats, _, side in sides:
+                if side == "left":
+                    outer = tf.matmul(blocks, blocks, transpose_b=True)
+                else:
+                    outer = tf.matmul(blocks, blocks, transpose_a=True)
+                old = _read(stats)
+                new = old + outer if b2 == 1.0 else b2 * old + (1.0 - b2) * outer
+                finite = tf.reduce_all(tf.math.is_finite(new))
+                # A statistic that would overflow is not accumulated.
+                self.assign(stats, tf.where(finite, new, old))
+                self.skipped_updates.assign_add(tf.cast(tf.logical_not(finite), tf.int64))
+            return tf.constant(0, tf.int64)
+
+        sf = self.statistics_frequency
+        if sf == 1:
+            update_statistics()
+        else:
+            tf.cond(it % sf == 0, update_statistics, lambda: tf.constant(0, tf.int64))
+
+        p = self._root_exponent(plan)
+        if b2 < 1.0:
+            # Bias correction: number of statistics updates so far.
+            count = tf.cast(it // sf + 1, tf.float32)
+            correction = 1.0 - tf.pow(tf.constant(b2, tf.float32), count)
+        else:
+            correction = None
+
+        def update_roots():
+            for stats, roots, _ in sides:
+                s = _read(stats)
+                if correction is not None:
+                    s = s / correction
+                new, ok, empty = matrix_functions.inverse_pth_root(s, p, self.epsilon, method=self.root_method)
+                self.assign(roots, tf.where(ok[:, None, None], new, _read(roots)))
+                failed = tf.logical_and(tf.logical_not(ok), tf.logical_not(empty))
+                self.root_failures.assign_add(tf.reduce_sum(tf.cast(failed, tf.int64)))
+            return tf.constant(0, tf.int64)
+
+        start, pf = self.start_preconditioning_step, self.preconditioning_frequency
+        due = tf.logical_and(it >= start, (it - start) % pf == 0)
+        tf.cond(due, update_roots, lambda: tf.constant(0, tf.int64))
+
+    def _shampoo_direction(self, i, plan, d, graft):
+        blocks = tf.cast(plan.to_blocks(d), tf.float32)
+        if self._roots_left[i] is not None:
+            blocks = tf.matmul(_read(self._roots_left[i]), blocks)
+        if self._roots_right[i] is not None:
+            blocks = tf.matmul(blocks, _read(self._roots_right[i]))
+        if self.grafting is not None:
+            graft_blocks = tf.cast(plan.to_blocks(graft), tf.float32)
+            graft_norm = tf.norm(graft_blocks, axis=[-2, -1], keepdims=True)
+            shampoo_norm = tf.norm(blocks, axis=[-2, -1], keepdims=True)
+            blocks = blocks * tf.math.divide_no_nan(graft_norm, shampoo_norm)
+        return tf.cast(plan.from_blocks(blocks), d.dtype)
+
+
+if Shampoo.__doc__ is not None:
+    from keras.src.optimizers import optimizer as _keras_optimizer
+
+    Shampoo.__doc__ = Shampoo.__doc__.replace(
+        "{{base_optimizer_keyword_args}}", _keras_optimizer.base_optimizer_keyword_args
+    )
