@@ -500,3 +500,45 @@ def test_shampoo_beats_adam_on_ill_conditioned_least_squares():
     print(f"steps to target: Shampoo {shampoo}, Adam {adam}")
     assert shampoo < max_steps
     assert shampoo * 2 <= adam
+
+
+# ---------------------------------------------------------------- inspect
+
+
+def test_dump_and_plot_preconditioner(tmp_path):
+    from matta_rec.optimizers.inspect import assemble_factor, correlation, dump_preconditioner, plot_preconditioner
+
+    rng = np.random.default_rng(0)
+    w = keras.Variable(np.zeros((5, 6), np.float32), name="kernel")
+    opt = Shampoo(learning_rate=0.01, beta2=1.0, block_size=4, preconditioning_frequency=1,
+                  start_preconditioning_step=0)
+    grads = []
+    for _ in range(20):
+        # Units 0-2 and 3-5 are driven by two independent sources: two blocks.
+        a, b = rng.normal(size=(5, 1)), rng.normal(size=(5, 1))
+        g = np.concatenate([a * [1.0, 0.8, 1.2], b * [1.1, 0.9, 1.0]], axis=1) + 0.05 * rng.normal(size=(5, 6))
+        grads.append(g.astype(np.float32))
+        opt.apply([tf.constant(grads[-1])], [w])
+    full = assemble_factor(opt, "kernel", side="right")
+    expected = sum(g.T.astype(np.float64) @ g for g in grads)
+    plan = opt.plan_for(w)
+    mask = np.zeros((6, 6), bool)
+    for j in range(plan.num_chunks[1]):
+        c = plan.chunk[1]
+        mask[j * c:(j + 1) * c, j * c:(j + 1) * c] = True
+    np.testing.assert_allclose(full[mask], expected[mask], rtol=1e-4)
+    assert np.all(full[~mask] == 0)
+    corr = correlation(full)
+    assert corr[0, 1] > 0.9 and corr[4, 5] > 0.9 and corr[0, 4] == 0
+
+    npz = dump_preconditioner(opt, w, tmp_path / "p.npz")
+    with np.load(npz) as data:
+        assert {"stats_left", "stats_right", "root_left", "root_right", "full_statistics_right"} <= set(data)
+        np.testing.assert_allclose(data["full_statistics_right"], full)
+    npy = dump_preconditioner(opt, "kernel", tmp_path / "p.npy")
+    np.testing.assert_allclose(np.load(npy), full)
+
+    png, shown = plot_preconditioner(opt, w, tmp_path / "p.png", boundaries=[3])
+    assert os.path.getsize(png) > 1000 and shown.shape == (6, 6)
+    with pytest.raises(ValueError, match="No variable"):
+        plot_preconditioner(opt, "missing", tmp_path / "x.png")
