@@ -226,12 +226,15 @@ class DebugConfig:
             appended, batch by batch, to ``RUN_DIR/debug/trained_rows.txt``
             together with the batch's ``rows_end`` (used by the
             kill-and-resume test to check every row is trained exactly once).
-        stop_after_rows: exit (without writing the final model) once this many
-            rows have been trained in this process; simulates a crash.
+        step_delay_s: sleep this long after every step (slows a run down so
+            a test can kill it mid-stream).
     """
 
     trained_rows_column: str | None = None
-    stop_after_rows: int | None = None
+    step_delay_s: float = 0.0
+
+    def __post_init__(self):
+        _check(self.step_delay_s >= 0, "debug.step_delay_s must be >= 0")
 
 
 @dataclasses.dataclass
@@ -333,15 +336,29 @@ class RunConfig:
             ConfigError: naming ``model.<key>`` when the section is invalid.
         """
         try:
-            from matta_rec.models import ModelConfig
+            from matta_rec.models.config import ModelConfig
         except ImportError:  # models not available: keep the raw mapping
             return dict(self.model)
-        if hasattr(ModelConfig, "from_dict"):
-            try:
-                return ModelConfig.from_dict(self.model, source=self.source)
-            except TypeError:
-                pass
-        return from_dict(ModelConfig, self.model, source=self.source, key="model")
+        try:
+            return from_dict(ModelConfig, self.model, source=self.source, key="model")
+        except ConfigError as exc:
+            key = exc.key or ""
+            if not key.startswith("model"):
+                key = f"model.{key}" if key else "model"
+            message = str(exc)
+            for prefix in (f"{exc.source}: " if exc.source else "", f"key '{exc.key}': "):
+                if prefix and message.startswith(prefix):
+                    message = message[len(prefix):]
+            raise ConfigError(message, source=self.source, key=key) from exc
+
+    def model_for_mode(self):
+        """The ModelConfig the mode trains (one level for ``student`` / ``ta``)."""
+        model = self.model_config()
+        if self.mode in ("student", "ta"):
+            return model.with_levels((self.mode,))
+        if self.mode == "matta_no_sharing":
+            return dataclasses.replace(model, share_weights=False)
+        return model
 
     def effective_loss(self) -> LossConfig:
         """The loss config after the mode is applied (``w_D = 0`` without distillation)."""

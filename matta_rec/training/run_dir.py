@@ -1,0 +1,268 @@
+"""The run directory of a training run, and `load_run` to read one back.
+
+Layout (``RUN_DIR``)::
+
+    config.yaml          the RunConfig the run used (after --set overrides)
+    schema.yaml          the feature schema
+    preprocessing.json   FeatureStats fitted on the stream's first window
+    checkpoints/         ckpt-<rows_end>.* (model + optimizer + metrics + rows_end)
+                         and state-<rows_end>.json (stream position, online curve)
+    tensorboard/         TensorBoard event files (train/)
+    progress.json        heartbeat of the running process (rows trained so far)
+    metrics.json         online curve, final metrics, hold-out evaluation
+    model.keras          the final nested model (all levels)
+    debug/               debugging hooks' output (see DebugConfig)
+
+Example:
+
+>>> run = load_run("runs/sample")
+>>> run.model(features)["student"]          # logits of every level
+>>> run.metrics["holdout"]["event"]["student"]["auc_loss"]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import tempfile
+from typing import Any, Callable
+
+from matta_rec.data.errors import ConfigError
+from matta_rec.data.schema import Schema
+from matta_rec.training.config import RunConfig
+
+CONFIG = "config.yaml"
+SCHEMA = "schema.yaml"
+PREPROCESSING = "preprocessing.json"
+CHECKPOINTS = "checkpoints"
+TENSORBOARD = "tensorboard"
+METRICS = "metrics.json"
+MODEL = "model.keras"
+PROGRESS = "progress.json"
+DEBUG = "debug"
+
+_STATE = re.compile(r"^state-(\d+)\.json$")
+
+
+class RunPaths:
+    """Paths inside a run directory.
+
+    Args:
+        run_dir: the run directory.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike):
+        self.root = os.fspath(run_dir)
+
+    def __getattr__(self, name: str) -> str:
+        names = {
+            "config": CONFIG,
+            "schema": SCHEMA,
+            "preprocessing": PREPROCESSING,
+            "checkpoints": CHECKPOINTS,
+            "tensorboard": TENSORBOARD,
+            "metrics": METRICS,
+            "model": MODEL,
+            "progress": PROGRESS,
+            "debug": DEBUG,
+        }
+        if name in names:
+            return os.path.join(self.root, names[name])
+        raise AttributeError(name)
+
+    def state(self, rows_end: int) -> str:
+        return os.path.join(self.checkpoints, f"state-{int(rows_end)}.json")
+
+    def states(self) -> list[int]:
+        """``rows_end`` of the state files present, ascending."""
+        if not os.path.isdir(self.checkpoints):
+            return []
+        out = []
+        for name in os.listdir(self.checkpoints):
+            match = _STATE.match(name)
+            if match:
+                out.append(int(match.group(1)))
+        return sorted(out)
+
+
+def write_json_atomic(path: str, data: Any) -> None:
+    """Write JSON to ``path`` through a temporary file and a rename."""
+    directory = os.path.dirname(path) or "."
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=2, sort_keys=False)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def read_json(path: str) -> Any:
+    with open(path, "r", encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def get_optimizer(name: str, settings: dict):
+    """An optimizer from ``matta_rec.optimizers.get`` (or Keras when missing).
+
+    Raises:
+        ConfigError: naming ``optimizer`` when the name or settings are wrong.
+    """
+    try:
+        from matta_rec.optimizers import get
+    except ImportError:  # pragma: no cover - optimizers package always ships
+        get = None
+    try:
+        if get is not None:
+            return get(name, **dict(settings or {}))
+        import keras
+
+        return keras.optimizers.get({"class_name": name, "config": dict(settings or {})})
+    except ConfigError as exc:
+        raise ConfigError(
+            f"{exc}; fix the optimizer section (name: shampoo|adam|adagrad|sgd|..., settings: {{...}})",
+            key="optimizer",
+        ) from exc
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"cannot build optimizer {name!r} with settings {settings}: {exc}", key="optimizer"
+        ) from exc
+
+
+def build_model(model_config, schema: Schema, stats):
+    """The nested model of ``model_config`` (``matta_rec.models.NestedRelevanceModel``)."""
+    from matta_rec.models import NestedRelevanceModel
+
+    return NestedRelevanceModel(schema, stats, model_config)
+
+
+def model_levels(model, model_config=None) -> tuple[str, ...]:
+    levels = getattr(model, "levels", None) or getattr(model_config, "levels", None)
+    if not levels:
+        raise ValueError("the model does not say its levels (no `levels` attribute)")
+    return tuple(levels)
+
+
+@dataclasses.dataclass
+class LoadedRun:
+    """A run directory read back.
+
+    Args:
+        run_dir: the directory.
+        config: its :class:`RunConfig`.
+        schema: its :class:`~matta_rec.data.schema.Schema`.
+        stats: its :class:`~matta_rec.features.FeatureStats`.
+        model: the nested model (``model.keras``, or rebuilt and restored
+            from the latest checkpoint when the run did not finish).
+        metrics: ``metrics.json`` (``{}`` if the run did not finish).
+    """
+
+    run_dir: str
+    config: RunConfig
+    schema: Schema
+    stats: Any
+    model: Any
+    metrics: dict
+
+
+def load_run(run_dir: str | os.PathLike, *, model_builder: Callable | None = None) -> LoadedRun:
+    """Read a run directory back.
+
+    Args:
+        run_dir: a directory written by :func:`matta_rec.training.train_run`.
+        model_builder: ``(model_config, schema, stats) -> model`` used when
+            the run has no ``model.keras`` (default: ``NestedRelevanceModel``).
+
+    Returns:
+        A :class:`LoadedRun`.
+
+    Raises:
+        ConfigError: the directory is not a run directory.
+
+    Example:
+
+    >>> run = load_run("runs/sample")
+    >>> sorted(run.model(batch))
+    ['student', 'ta']
+    """
+    paths = RunPaths(run_dir)
+    for needed in (paths.config, paths.schema, paths.preprocessing):
+        if not os.path.exists(needed):
+            raise ConfigError(
+                f"not a training run directory: {os.path.basename(needed)} is missing; "
+                "pass the --out directory of a `matta-rec train` run",
+                source=paths.root,
+            )
+    import keras
+
+    import matta_rec.training.trainer  # noqa: F401  (registers serialisable classes)
+    from matta_rec.features import FeatureStats
+
+    config = RunConfig.from_yaml(paths.config)
+    schema = Schema.from_yaml(paths.schema)
+    stats = FeatureStats.load(paths.preprocessing)
+    metrics = read_json(paths.metrics) if os.path.exists(paths.metrics) else {}
+    if os.path.exists(paths.model):
+        model = keras.saving.load_model(paths.model)
+    else:
+        model = restore_latest(paths, config, schema, stats, model_builder)
+    return LoadedRun(paths.root, config, schema, stats, model, metrics)
+
+
+def restore_latest(paths: RunPaths, config: RunConfig, schema: Schema, stats,
+                   model_builder: Callable | None = None):
+    """Rebuild the model and restore its weights from the latest checkpoint."""
+    import tensorflow as tf
+
+    builder = model_builder or build_model
+    model_config = config.model_for_mode()
+    model = builder(model_config, schema, stats)
+    latest = tf.train.latest_checkpoint(paths.checkpoints)
+    if latest is None:
+        raise ConfigError(
+            "the run has neither model.keras nor a checkpoint; it stopped before the "
+            "first checkpoint: train again",
+            source=paths.root,
+        )
+    state = read_json(paths.state(int(latest.rsplit("-", 1)[1])))
+    from matta_rec.data.reader import LogStream  # noqa: F401  (only for the error below)
+
+    features = state.get("example")
+    if features is None:
+        raise ConfigError("the checkpoint state has no example batch to build the model", source=latest)
+    model(_example_tensors(features, schema), training=False)
+    tf.train.Checkpoint(model=model).restore(latest).expect_partial()
+    return model
+
+
+def example_batch(features: dict, rows: int = 2) -> dict:
+    """A JSON-safe copy of the first ``rows`` rows of a raw feature batch."""
+    out = {}
+    for name, values in features.items():
+        values = values[:rows]
+        if hasattr(values, "numpy"):
+            values = values.numpy()
+        out[name] = [v.decode("utf-8") if isinstance(v, bytes) else
+                     (v.tolist() if hasattr(v, "tolist") else v) for v in values]
+    return out
+
+
+def _example_tensors(example: dict, schema: Schema) -> dict:
+    import numpy as np
+    import tensorflow as tf
+
+    out = {}
+    for spec in schema.features:
+        dtype = {"string": tf.string, "int64": tf.int64, "float32": tf.float32}[spec.raw_dtype]
+        values = example[spec.name]
+        if spec.raw_dtype == "float32":
+            values = np.asarray(values, np.float32)
+        out[spec.name] = tf.constant(values, dtype=dtype)
+    return out
