@@ -85,11 +85,11 @@ class MNestedCross(keras.layers.Layer):
         if num_levels == 1:
             if tuple(intermediate_projection_dims):
                 raise ValueError("A one-level cross layer takes no intermediate projection dims.")
-            self.projection_dims = level_widths(
-                student_projection_dim, None, (), "projection_dim", allow_none=True
-            )[:1]
-            if self.projection_dims[0] is not None:
-                level_widths(student_projection_dim, None, (), "projection_dim")
+            self.projection_dims = (
+                (None,)
+                if student_projection_dim is None
+                else level_widths(student_projection_dim, None, (), "projection_dim")
+            )
         else:
             if num_levels != 2 + len(tuple(intermediate_projection_dims)):
                 raise ValueError(
@@ -157,8 +157,11 @@ class MNestedCross(keras.layers.Layer):
     def build(self, input_shape: Any) -> None:
         shapes, _ = split_shapes(input_shape, self.num_levels, self.name)
         self.input_dims = input_widths(shapes, self.name)
+        prefix = tuple(next(s for s in shapes if s is not None)[:-1])
+        # Without sharing, levels built without a shape own no variables.
         full = tuple(
-            tuple(next(s for s in shapes if s is not None)[:-1]) + (d,) for d in self.input_dims
+            None if (s is None and not self.share_weights) else prefix + (d,)
+            for s, d in zip(shapes, self.input_dims)
         )
         if self.low_rank:
             self.down_proj = MNestedDense(
@@ -171,7 +174,9 @@ class MNestedCross(keras.layers.Layer):
                 name="down_proj",
             )
             self.down_proj.build(full)
-            up_in = tuple(s[:-1] + (r,) for s, r in zip(full, self.projection_dims))
+            up_in = tuple(
+                None if s is None else s[:-1] + (r,) for s, r in zip(full, self.projection_dims)
+            )
         else:
             self.down_proj = None
             up_in = full

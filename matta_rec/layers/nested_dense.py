@@ -137,45 +137,49 @@ class MNestedDense(keras.layers.Layer):
     def build(self, input_shape: Any) -> None:
         shapes, _ = split_shapes(input_shape, self.num_levels, self.name)
         self.input_dims = input_widths(shapes, self.name)
+        last = self.num_levels - 1
         if self.share_weights:
-            shapes_to_make = [(self.input_dims[-1], self.units[-1])]
+            # One variable set, the TA's; a level built with shape None still
+            # owns its slice (Mix'n'Match may use it).
+            owners = {last: (self.input_dims[-1], self.units[-1])}
         else:
-            shapes_to_make = list(zip(self.input_dims, self.units))
-        self._kernels = []
-        self._biases = []
-        for i, (m, n) in enumerate(shapes_to_make):
-            level = self.num_levels - 1 if self.share_weights else i
+            # Without sharing, a level built with shape None never runs the
+            # layer and owns no variables.
+            owners = {
+                level: (self.input_dims[level], self.units[level])
+                for level, s in enumerate(shapes)
+                if s is not None
+            }
+        self._kernels = {}
+        self._biases = {}
+        for level, (m, n) in owners.items():
             suffix = level_suffix(level, self.num_levels)
-            self._kernels.append(
-                self.add_weight(
-                    name="kernel" + suffix,
-                    shape=(m, n),
-                    initializer=self.kernel_initializer,
-                    regularizer=self.kernel_regularizer,
-                    constraint=self.kernel_constraint,
-                )
+            self._kernels[level] = self.add_weight(
+                name="kernel" + suffix,
+                shape=(m, n),
+                initializer=self.kernel_initializer,
+                regularizer=self.kernel_regularizer,
+                constraint=self.kernel_constraint,
             )
             if self.use_bias:
-                self._biases.append(
-                    self.add_weight(
-                        name="bias" + suffix,
-                        shape=(n,),
-                        initializer=self.bias_initializer,
-                        regularizer=self.bias_regularizer,
-                        constraint=self.bias_constraint,
-                    )
+                self._biases[level] = self.add_weight(
+                    name="bias" + suffix,
+                    shape=(n,),
+                    initializer=self.bias_initializer,
+                    regularizer=self.bias_regularizer,
+                    constraint=self.bias_constraint,
                 )
         self.built = True
 
     @property
     def kernel(self):
         """The TA kernel ``(M_TA, ta_units)``."""
-        return self._kernels[-1]
+        return self._kernels[self.num_levels - 1]
 
     @property
     def bias(self):
         """The TA bias ``(ta_units,)`` (``None`` without bias)."""
-        return self._biases[-1] if self.use_bias else None
+        return self._biases[self.num_levels - 1] if self.use_bias else None
 
     def level_kernel(self, level: int, input_dim: int | None = None):
         """Kernel level ``level`` uses: ``kernel[:M_i, :N_i]`` (a slice when shared).
@@ -191,7 +195,12 @@ class MNestedDense(keras.layers.Layer):
                     f"Layer '{self.name}': input width {m} exceeds the TA input width "
                     f"{self.input_dims[-1]}."
                 )
-            return self._kernels[-1][:m, :n]
+            return self._kernels[self.num_levels - 1][:m, :n]
+        if level not in self._kernels:
+            raise ValueError(
+                f"Layer '{self.name}' has independent weights per level and level "
+                f"{level} was built without an input (it skips this layer)."
+            )
         if m != self.input_dims[level]:
             raise ValueError(
                 f"Layer '{self.name}' has independent weights per level: level {level} "
@@ -204,7 +213,7 @@ class MNestedDense(keras.layers.Layer):
         if not self.use_bias:
             return None
         if self.share_weights:
-            return self._biases[-1][: self.units[level]]
+            return self._biases[self.num_levels - 1][: self.units[level]]
         return self._biases[level]
 
     def call(self, inputs: Any) -> tuple:
@@ -212,9 +221,9 @@ class MNestedDense(keras.layers.Layer):
         if shared and self.share_weights:
             # One matmul serves every level: the Student's pre-activation is a
             # prefix of the TA's.
-            y = ops.matmul(xs[-1], self._kernels[-1])
+            y = ops.matmul(xs[-1], self._kernels[self.num_levels - 1])
             if self.use_bias:
-                y = ops.add(y, self._biases[-1])
+                y = ops.add(y, self._biases[self.num_levels - 1])
             if self.activation is not None:
                 y = self.activation(y)
             return tuple(y if n == self.units[-1] else y[..., :n] for n in self.units)

@@ -153,8 +153,12 @@ class MNestedGAU(keras.layers.Layer):
     def build(self, input_shape: Any) -> None:
         shapes, _ = split_shapes(input_shape, self.num_levels, self.name)
         self.model_dims = input_widths(shapes, self.name)
+        prefix = tuple(next(s for s in shapes if s is not None)[:-1])
+        # Without sharing, levels built without a shape skip the layer and own
+        # no variables; with sharing every level owns its slice.
         full_shapes = [
-            tuple(next(s for s in shapes if s is not None)[:-1]) + (d,) for d in self.model_dims
+            None if (s is None and not self.share_weights) else prefix + (d,)
+            for s, d in zip(shapes, self.model_dims)
         ]
         act = keras.activations.serialize(self.activation)
         self.u_proj = self._dense(self.units, "u", act)
@@ -163,38 +167,51 @@ class MNestedGAU(keras.layers.Layer):
         self.o_proj = self._dense(self.model_dims, "o", None)
         for proj in (self.u_proj, self.v_proj, self.z_proj):
             proj.build(tuple(full_shapes))
-        self.o_proj.build(tuple(s[:-1] + (e,) for s, e in zip(full_shapes, self.units)))
-        groups = 1 if self.share_weights else self.num_levels
-        self._norm_scales, self._gammas, self._betas = [], [], []
-        for g in range(groups):
-            level = self.num_levels - 1 if self.share_weights else g
+        self.o_proj.build(
+            tuple(None if s is None else s[:-1] + (e,) for s, e in zip(full_shapes, self.units))
+        )
+        if self.share_weights:
+            owners = [self.num_levels - 1]
+        else:
+            owners = [level for level, s in enumerate(full_shapes) if s is not None]
+        self._norm_scales, self._gammas, self._betas = {}, {}, {}
+        for level in owners:
             suffix = level_suffix(level, self.num_levels)
             if self.use_norm:
-                self._norm_scales.append(
-                    self.add_weight(
-                        name="norm_scale" + suffix,
-                        shape=(self.model_dims[level],),
-                        initializer="ones",
-                    )
+                self._norm_scales[level] = self.add_weight(
+                    name="norm_scale" + suffix,
+                    shape=(self.model_dims[level],),
+                    initializer="ones",
                 )
-            self._gammas.append(
-                self.add_weight(
-                    name="gamma" + suffix,
-                    shape=(2, self.shared_dims[level]),
-                    initializer=keras.initializers.RandomNormal(stddev=0.02),
-                    regularizer=self.kernel_regularizer,
-                )
+            self._gammas[level] = self.add_weight(
+                name="gamma" + suffix,
+                shape=(2, self.shared_dims[level]),
+                initializer=keras.initializers.RandomNormal(stddev=0.02),
+                regularizer=self.kernel_regularizer,
             )
-            self._betas.append(
-                self.add_weight(
-                    name="beta" + suffix, shape=(2, self.shared_dims[level]), initializer="zeros"
-                )
+            self._betas[level] = self.add_weight(
+                name="beta" + suffix, shape=(2, self.shared_dims[level]), initializer="zeros"
             )
         self.built = True
 
-    def _level_param(self, params: list, level: int, width: int):
+    @property
+    def norm_scale(self):
+        """The TA's RMS-norm scale ``(d_TA,)`` (``None`` without norm)."""
+        return self._norm_scales.get(self.num_levels - 1)
+
+    @property
+    def gamma(self):
+        """The TA's query/key scales ``(2, s_TA)``."""
+        return self._gammas[self.num_levels - 1]
+
+    @property
+    def beta(self):
+        """The TA's query/key offsets ``(2, s_TA)``."""
+        return self._betas[self.num_levels - 1]
+
+    def _level_param(self, params: dict, level: int, width: int):
         if self.share_weights:
-            return params[-1][..., :width]
+            return params[self.num_levels - 1][..., :width]
         return params[level]
 
     def level_norm_scale(self, level: int, width: int | None = None):
@@ -213,7 +230,7 @@ class MNestedGAU(keras.layers.Layer):
         xs, shared = split_inputs(inputs, self.num_levels, self.name)
         if self.use_norm:
             if shared and self.share_weights:
-                normed = (self._rms_norm(xs[-1], self._norm_scales[-1]),) * self.num_levels
+                normed = (self._rms_norm(xs[-1], self.norm_scale),) * self.num_levels
             else:
                 normed = tuple(
                     None

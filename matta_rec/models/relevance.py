@@ -84,6 +84,8 @@ class RelevanceNetwork(keras.Model):
         widths = [d * num_tokens for d in d_model]
         for block in arch["blocks"]:
             kind, source = block["kind"], block["source"]
+            # Without sharing, levels that skip a block own none of its weights.
+            runs = [share or level >= block["min_level"] for level in range(n)]
             if kind == "gau":
                 u = nested(block["units"])
                 s = list(block["shared_dims"])
@@ -97,7 +99,9 @@ class RelevanceNetwork(keras.Model):
                     share_weights=share,
                     name=f"gau_{source}",
                 )
-                layer.build(tuple((None, num_tokens, d) for d in d_model))
+                layer.build(
+                    tuple((None, num_tokens, d) if r else None for d, r in zip(d_model, runs))
+                )
             elif kind == "cross":
                 p = list(block["projection_dims"])
                 layer = MNestedCross(
@@ -109,7 +113,7 @@ class RelevanceNetwork(keras.Model):
                     share_weights=share,
                     name=f"cross_{source}",
                 )
-                layer.build(tuple((None, w) for w in widths))
+                layer.build(tuple((None, w) if r else None for w, r in zip(widths, runs)))
             elif kind == "mlp":
                 layer = MNestedDense(
                     **nested(block["units"]),
