@@ -9,6 +9,9 @@ of :mod:`matta_rec.data.validation`; a reader only raises
 (empty, truncated, corrupt) or a CSV / TFRecord value cannot be parsed as the
 schema's type, naming the file, column and row.
 
+A TFRecord file has no footer: one cut exactly at a record boundary reads
+as a shorter, valid file (a cut anywhere else is reported as truncated).
+
 Example:
 
 >>> table = read_shard("logs/dt=2026-11-01/hour=07/part-0.parquet", schema)
@@ -280,9 +283,24 @@ def _read_records(path: str):
             file=path,
             fix=UNREADABLE_FIX,
         ) from exc
-    if not batches:
-        return tf.constant([], dtype=tf.string)
-    return tf.concat(batches, axis=0) if len(batches) > 1 else batches[0]
+    records = (
+        tf.constant([], dtype=tf.string)
+        if not batches
+        else (tf.concat(batches, axis=0) if len(batches) > 1 else batches[0])
+    )
+    # TFRecordDataset stops quietly at a cut-off last record; a record takes
+    # its length + 16 framing bytes, so compare with the file size.
+    spanned = int(tf.reduce_sum(tf.strings.length(records, unit="BYTE"))) + 16 * int(records.shape[0])
+    size = os.path.getsize(path)
+    if spanned != size:
+        raise DataError(
+            f"the file is truncated: its {int(records.shape[0])} complete records span {spanned} "
+            f"of its {size} bytes, record {int(records.shape[0])} is cut off",
+            file=path,
+            row=int(records.shape[0]),
+            fix=UNREADABLE_FIX,
+        )
+    return records
 
 
 def _parse(records, features: dict) -> dict:
