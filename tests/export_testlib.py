@@ -174,3 +174,52 @@ def run_blocked_loader(versions, rows, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(out) as f:
         return json.load(f)
+
+
+TINY_RUN = {
+    "model": {
+        "d_model": 4,
+        "gau_blocks": 1,
+        "gau_shared_dim": 4,
+        "cross_layers": 1,
+        "mlp_units": [8],
+        "width_factors": [1, 2],
+        "d_model_factors": [1, 2],
+        "extra_gau_blocks": [0, 0],
+        "extra_cross_layers": [0, 1],
+    },
+    "batch_size": 64,
+    "optimizer": {"name": "adam", "settings": {"learning_rate": 0.01}},
+    "data": {"stats_rows": 128},
+    "checkpoint": {"every_rows": 10_000},
+    "metrics": {"window_rows": 128, "progress": False},
+}
+
+
+def write_logs(root, shards=2, rows=128, seed=0):
+    """Parquet shards of make_rows() plus a Teacher probability label."""
+    import os
+
+    from matta_rec.data.writers import write_shard
+
+    schema = make_schema()
+    for s in range(shards):
+        cols = make_rows(rows, seed=seed + s)
+        logit = 0.03 * (cols["age"] - 35) + 0.5 * cols["vec"][:, 0]
+        cols["teacher_prob"] = (1 / (1 + np.exp(-logit))).astype(np.float32)
+        write_shard(os.path.join(root, f"dt=2026-01-01/hour={s:02d}/part-0.parquet"), cols, schema)
+    schema.to_yaml(os.path.join(root, "schema.yaml"))
+    return schema
+
+
+def train_tiny_run(tmp, config=None):
+    """A finished training run directory (tiny nested model) and its log folder."""
+    import os
+
+    from matta_rec.training import train_run
+
+    logs = os.path.join(tmp, "logs")
+    schema = write_logs(logs)
+    run_dir = os.path.join(tmp, "run")
+    train_run(dict(TINY_RUN, **(config or {})), logs, schema, run_dir)
+    return run_dir, logs

@@ -156,6 +156,30 @@ def signature_description(schema: Schema) -> dict:
     }
 
 
+def _track_resources(archive, model) -> None:
+    """Hand the archive the lookup tables of every layer of ``model``.
+
+    Variables used by the endpoints are collected by ``ExportArchive`` itself;
+    only non-variable resources (the preprocessor's lookup tables) must be
+    tracked.  They are found layer by layer instead of with
+    ``archive.track(model)``, whose walk of the model's whole object graph
+    fails on attributes SavedModel cannot represent (e.g. dicts with integer
+    keys) although the endpoints never need them.
+    """
+    import keras
+    from tensorflow.saved_model.experimental import TrackableResource
+
+    if not isinstance(model, keras.layers.Layer):
+        archive.track(model)
+        return
+    seen = set()
+    for layer in model._flatten_layers(include_self=True, recursive=True):
+        for value in list(vars(layer).values()):
+            if isinstance(value, TrackableResource) and id(value) not in seen:
+                seen.add(id(value))
+                archive.track(value)
+
+
 def write_savedmodel(model, schema: Schema, path: str, *, warmup=None, model_name="model",
                      metadata: Mapping | None = None) -> None:
     """Write the SavedModel files of ``model`` into the (empty) folder ``path``."""
@@ -175,7 +199,7 @@ def write_savedmodel(model, schema: Schema, path: str, *, warmup=None, model_nam
         return serve(features)
 
     archive = keras.export.ExportArchive()
-    archive.track(model)
+    _track_resources(archive, model)
     archive.add_endpoint(SERVING_SIGNATURE, serve, input_signature=[raw_signature])
     archive.add_endpoint(
         EXAMPLE_SIGNATURE,

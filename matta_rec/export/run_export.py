@@ -1,0 +1,322 @@
+"""Export the chosen sizes of a training run, and write ``manifest.json``.
+
+For each size (``student``, ``ta``, any Mix'n'Match spec such as ``wnw:2``,
+or every member of the model's family with ``all-pareto``) the run's nested
+model is cut down with ``model.extract(spec)`` (only the sliced weights) and
+exported with :func:`~matta_rec.export.savedmodel.export_model` to
+``EXPORT_BASE/<size_name>/<version>/``.  All sizes of one export share the
+version number and the raw-feature signature.
+
+``EXPORT_BASE/manifest.json``::
+
+    {"format_version": 1, "updated_at": "...", "run": RUN_DIR, "version": N,
+     "sizes": [{"name": "student", "spec": "student", "version": N,
+                "path": "student/N", "params": ..., "saved_params": ...,
+                "flops": ..., "size_bytes": ..., "latency_ms": <batch 1 median>,
+                "latency": {"1": {...}, "256": {...}}, "run": RUN_DIR,
+                "exported_at": "..."}, ...]}
+
+``sizes`` holds the latest export of every size ever exported to the base.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import re
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from matta_rec.data.errors import MattaError
+from matta_rec.export.latency import measure_latency
+from matta_rec.export.publish import ExportError, existing_versions, write_file_atomic
+from matta_rec.export.savedmodel import export_model
+from matta_rec.export.warmup import rows_to_arrays
+
+MANIFEST = "manifest.json"
+MANIFEST_VERSION = 1
+ALL_PARETO = "all-pareto"
+DEFAULT_SIZES = ("student", "ta")
+
+
+def size_dir_name(spec_name: str) -> str:
+    """Folder (and TF Serving model) name of a size: ``wnw:2@ta`` -> ``wnw_2_at_ta``."""
+    name = spec_name.replace("@", "_at_")
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")
+    return name or "model"
+
+
+def saved_model_bytes(path: str) -> int:
+    """Size on disk of a SavedModel directory (all files)."""
+    total = 0
+    for dirpath, _, files in os.walk(path):
+        for name in files:
+            total += os.path.getsize(os.path.join(dirpath, name))
+    return total
+
+
+def saved_model_params(path: str) -> int:
+    """Number of scalars stored in a SavedModel's variables (what it physically holds)."""
+    import tensorflow as tf
+
+    reader = tf.train.load_checkpoint(os.path.join(path, "variables", "variables"))
+    total = 0
+    for name, shape in reader.get_variable_to_shape_map().items():
+        if name.startswith("_CHECKPOINTABLE_OBJECT_GRAPH"):
+            continue
+        total += int(np.prod(shape)) if shape else 1
+    return total
+
+
+def next_version(export_base: str, size_names: Iterable[str]) -> int:
+    """One more than the highest version of any of the sizes (1 if none)."""
+    found = [v for name in size_names for v in existing_versions(os.path.join(export_base, name))]
+    return max(found) + 1 if found else 1
+
+
+def read_manifest(export_base: str) -> dict:
+    path = os.path.join(export_base, MANIFEST)
+    if not os.path.exists(path):
+        return {"format_version": MANIFEST_VERSION, "sizes": []}
+    try:
+        with open(path, "r", encoding="utf-8") as handle:
+            data = json.load(handle)
+    except json.JSONDecodeError as exc:
+        raise ExportError(
+            f"{path} is not valid JSON ({exc}); move it away or fix it before exporting"
+        ) from exc
+    if not isinstance(data, Mapping) or not isinstance(data.get("sizes", []), list):
+        raise ExportError(f"{path} is not a matta_rec export manifest (no 'sizes' list)")
+    return dict(data)
+
+
+def _level_names(model) -> tuple[str, ...]:
+    levels = getattr(model, "levels", None)
+    if not levels:
+        raise ExportError("the run's model does not name its levels; is it a NestedRelevanceModel?")
+    return tuple(levels)
+
+
+def resolve_sizes(model, sizes: Sequence[str] | str) -> list:
+    """``[(spec, info-or-None)]`` for the requested sizes, validated against the model."""
+    from matta_rec.models import SubmodelSpec
+
+    if isinstance(sizes, str):
+        sizes = [s for s in sizes.split(",") if s.strip()]
+    sizes = [str(s).strip() for s in sizes]
+    if not sizes:
+        raise ExportError("no sizes to export; pass e.g. --sizes student,ta")
+    family = {info.name: info for info in model.list_submodels()}
+    levels = _level_names(model)
+    if tuple(sizes) == DEFAULT_SIZES:
+        # A one-level run (mode student / ta) only has its own size.
+        sizes = [s for s in sizes if s in levels] or list(levels)
+    chosen, names = [], set()
+    for text in sizes:
+        if text == ALL_PARETO:
+            specs = [(info.spec, info) for info in family.values()]
+        else:
+            try:
+                spec = SubmodelSpec.parse(text)
+            except MattaError as exc:
+                raise ExportError(f"--sizes: {exc}") from exc
+            specs = [(spec, family.get(spec.name))]
+        for spec, info in specs:
+            if spec.name in names:
+                continue
+            architecture = getattr(model, "architecture", None)
+            if architecture is not None:
+                try:
+                    spec.resolve(architecture)
+                except MattaError as exc:
+                    raise ExportError(f"--sizes {text!r}: {exc}") from exc
+            names.add(spec.name)
+            chosen.append((spec, info))
+    dirs = {}
+    for spec, _ in chosen:
+        d = size_dir_name(spec.name)
+        if d in dirs:
+            raise ExportError(
+                f"sizes {dirs[d]!r} and {spec.name!r} map to the same folder '{d}'; export "
+                "them separately"
+            )
+        dirs[d] = spec.name
+    return chosen
+
+
+def _size_facts(model, spec, info) -> tuple[int | None, int | None]:
+    if info is not None:
+        return int(info.params), int(info.flops)
+    try:
+        from matta_rec.models import count_flops, count_params, submodel_architecture
+
+        sub = submodel_architecture(model.architecture, spec)
+        features = model.embedding.features
+        return int(count_params(sub, features)), int(count_flops(sub, features))
+    except Exception:  # pragma: no cover - facts are best effort for unusual models
+        return None, None
+
+
+def stream_rows(data, schema, rows: int) -> dict | None:
+    """The first ``rows`` rows of a log stream as raw numpy arrays."""
+    from matta_rec.data.reader import LogStream
+
+    stream = LogStream(data, schema, batch_size=rows)
+    for features, _ in stream.iter_numpy():
+        return {k: np.asarray(v) for k, v in features.items()}
+    return None
+
+
+def run_rows(run, rows: int, data=None) -> dict:
+    """Real raw rows for warmup / latency: from ``data`` or the run's own record."""
+    if data is not None:
+        found = stream_rows(data, run.schema, rows)
+        if found is None:
+            raise ExportError(f"--data {data!r} holds no rows to build warmup requests from")
+        return found
+    from matta_rec.training.run_dir import RunPaths, read_json
+
+    paths = RunPaths(run.run_dir)
+    for rows_end in reversed(paths.states()):
+        state = read_json(paths.state(rows_end))
+        example = state.get("example") if isinstance(state, Mapping) else None
+        if example:
+            return {k: np.asarray(v) for k, v in example.items()}
+    raise ExportError(
+        f"run {run.run_dir} keeps no example rows (no checkpoints/state-*.json); pass "
+        "--data with the training log shards to build warmup requests"
+    )
+
+
+def export_run(
+    run_dir: str | os.PathLike,
+    export_base: str | os.PathLike,
+    sizes: Sequence[str] | str = DEFAULT_SIZES,
+    version: int | None = None,
+    overwrite: bool = False,
+    *,
+    data=None,
+    warmup_rows: int = 64,
+    latency_repeats: int = 30,
+    batch_sizes: Sequence[int] = (1, 256),
+    log=None,
+) -> dict:
+    """Export sizes of a training run as TF Serving versions.
+
+    Args:
+        run_dir: a directory written by ``matta-rec train``.
+        export_base: the folder TF Serving watches (``EXPORT_BASE``).
+        sizes: size names / Mix'n'Match specs (``"student"``, ``"ta"``,
+            ``"wnw:2"``...), a comma-separated string, or ``"all-pareto"``
+            for the model's whole family (``model.list_submodels()``).  The
+            default exports the Student and the TA (the one level of a
+            one-level run).
+        version: integer version; default: one more than the highest
+            version any of the chosen sizes already has.
+        overwrite: replace existing versions instead of refusing.
+        data: log shards to take warmup / latency rows from; default: the
+            example rows the run recorded with its checkpoints.
+        warmup_rows: rows used for warmup requests and latency batches.
+        latency_repeats: timed calls per batch size (median reported);
+            0 skips the latency measurement.
+        batch_sizes: latency batch sizes.
+        log: ``log(message)`` progress callback.
+
+    Returns:
+        The manifest (also written to ``EXPORT_BASE/manifest.json``).
+
+    Example:
+
+    >>> manifest = export_run("runs/sample", "exports", sizes="student,wnw:1,ta")
+    >>> [s["name"] for s in manifest["sizes"]]
+    """
+    import tensorflow as tf
+
+    from matta_rec.training import load_run
+
+    say = log or (lambda message: None)
+    run_dir = os.path.abspath(os.fspath(run_dir))
+    export_base = os.path.abspath(os.fspath(export_base))
+    if version is not None and (isinstance(version, bool) or not isinstance(version, int)
+                                or version < 0):
+        raise ExportError(f"--version must be a non-negative integer, got {version!r}")
+    run = load_run(run_dir)
+    model = run.model
+    chosen = resolve_sizes(model, sizes)
+    names = [size_dir_name(spec.name) for spec, _ in chosen]
+    if version is None:
+        version = next_version(export_base, names)
+    clashes = [n for n in names if os.path.exists(os.path.join(export_base, n, str(version)))]
+    if clashes and not overwrite:
+        raise ExportError(
+            f"version {version} already exists for {clashes} under {export_base}; pick "
+            "another --version (or leave it out for the next one) or pass --overwrite"
+        )
+    manifest = read_manifest(export_base)  # fail on a broken manifest before exporting
+    rows = rows_to_arrays(run_rows(run, warmup_rows, data), run.schema)
+    feeds = {k: tf.constant(v) for k, v in rows.items()}
+
+    entries = []
+    for (spec, info), name in zip(chosen, names):
+        say(f"exporting {spec.name} -> {name}/{version}")
+        sub = model.extract(spec)
+        expected = np.asarray(sub(feeds, training=False)).reshape(-1)
+        params, flops = _size_facts(model, spec, info)
+        path = export_model(
+            sub,
+            run.schema,
+            os.path.join(export_base, name, str(version)),
+            warmup=rows,
+            overwrite=overwrite,
+            model_name=name,
+            metadata={"size": name, "spec": spec.name, "run": run_dir, "params": params,
+                      "flops": flops},
+        )
+        loaded = tf.saved_model.load(path)
+        served = loaded.signatures["serving_default"](**feeds)["logit"].numpy()
+        if not np.allclose(served, expected, atol=1e-4, rtol=1e-4):
+            raise ExportError(
+                f"size {spec.name}: the SavedModel at {path} disagrees with the in-process "
+                f"model (max |diff| {np.max(np.abs(served - expected)):.3g}); not publishing "
+                "it in the manifest"
+            )
+        entry = {
+            "name": name,
+            "spec": spec.name,
+            "version": version,
+            "path": os.path.relpath(path, export_base),
+            "params": params if params is not None else int(sub.count_params()),
+            "saved_params": saved_model_params(path),
+            "flops": flops,
+            "size_bytes": saved_model_bytes(path),
+            "run": run_dir,
+            "exported_at": _now(),
+        }
+        if latency_repeats:
+            latency = measure_latency(loaded, rows, batch_sizes=batch_sizes,
+                                      repeats=latency_repeats)
+            entry["latency"] = {str(b): r for b, r in latency.items()}
+            entry["latency_ms"] = latency[min(latency)]["median_ms"]
+        entries.append(entry)
+        say(f"  params {entry['params']:,}  flops {entry['flops']}  "
+            f"{entry['size_bytes'] / 1024:.0f} KiB"
+            + (f"  latency {entry['latency_ms']:.2f} ms" if "latency_ms" in entry else ""))
+
+    new = {e["name"] for e in entries}
+    kept = [e for e in manifest.get("sizes", []) if e.get("name") not in new]
+    manifest = {
+        **manifest,
+        "format_version": MANIFEST_VERSION,
+        "updated_at": _now(),
+        "run": run_dir,
+        "version": version,
+        "sizes": sorted(kept + entries, key=lambda e: (e.get("flops") or 0, e["name"])),
+    }
+    write_file_atomic(os.path.join(export_base, MANIFEST), json.dumps(manifest, indent=1))
+    return manifest
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
