@@ -7,37 +7,13 @@ import pytest
 import tensorflow as tf
 
 from matta_rec.layers import MNestedCross, MNestedDense, MNestedFeatureEmbedding, MNestedGAU
+from nested_testlib import np_gau
 
 RNG = np.random.default_rng(0)
 
 
 def rand(*shape):
     return RNG.normal(size=shape).astype("float32")
-
-
-def np_gau(x, gau, level, hidden=None, shared=None):
-    """Numpy GAU of ``level`` from the TA variables of ``gau`` (prefix slices)."""
-    d = x.shape[-1]
-    e = gau.units[level] if hidden is None else hidden
-    s = gau.shared_dims[level] if shared is None else shared
-
-    def w(layer, m, n):
-        k = layer.kernel.numpy()[:m, :n]
-        return k, layer.bias.numpy()[:n]
-
-    def swish(v):
-        return v / (1.0 + np.exp(-v))
-
-    h = x / np.sqrt(np.mean(x**2, axis=-1, keepdims=True) + 1e-6) * gau._norm_scales[-1].numpy()[:d]
-    ku, bu = w(gau.u_proj, d, e)
-    kv, bv = w(gau.v_proj, d, e)
-    kz, bz = w(gau.z_proj, d, s)
-    ko, bo = w(gau.o_proj, e, d)
-    u, v, z = swish(h @ ku + bu), swish(h @ kv + bv), swish(h @ kz + bz)
-    gamma, beta = gau._gammas[-1].numpy()[:, :s], gau._betas[-1].numpy()[:, :s]
-    q, k = z * gamma[0] + beta[0], z * gamma[1] + beta[1]
-    a = np.maximum(np.einsum("bts,bus->btu", q, k) / x.shape[1], 0.0) ** 2
-    return x + (u * np.einsum("btu,bue->bte", a, v)) @ ko + bo
 
 
 # ----------------------------------------------------------------- Dense

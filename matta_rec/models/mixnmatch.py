@@ -18,7 +18,8 @@ Spec strings (:meth:`SubmodelSpec.parse`, :attr:`SubmodelSpec.name`):
   Student's; ``d_model`` is the Student's.  ``"wnw:K@LEVEL"`` uses the
   ``d_model`` of ``LEVEL``.
 * ``"mix@LEVEL:B1,B2,..."``: explicit: ``d_model`` of ``LEVEL`` and one
-  entry per block, a level name or ``-`` to drop the block.
+  entry per block, a level name or ``-`` to drop the block (GAU and cross
+  blocks only: they keep their input's width).
 
 Blocks are numbered in the nested model's order: GAU blocks, cross layers,
 MLP layers (see :meth:`ModelConfig.architecture`); the logit head always
@@ -166,6 +167,12 @@ class SubmodelSpec:
                 f"sub-model spec {self.name!r} lists {len(self.blocks)} blocks; the model "
                 f"has {len(blocks)}: {[b['kind'] + '_' + str(b['source']) for b in blocks]}"
             )
+        for entry, block in zip(self.blocks, blocks):
+            if entry is None and block["kind"] == "mlp":
+                raise ConfigError(
+                    f"sub-model spec {self.name!r} drops MLP block {block['source']}; only "
+                    "GAU and cross blocks (whose output width equals their input) can be dropped"
+                )
         return index(self.d_model), tuple(None if b is None else index(b) for b in self.blocks)
 
 
