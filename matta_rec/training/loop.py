@@ -113,7 +113,7 @@ def _exact(y, score, w=None) -> dict:
         out["auroc"], out["auc_loss"] = a, 1.0 - a
     except MattaError:  # one class only in this window
         out["auroc"] = out["auc_loss"] = None
-    prob = 1.0 / (1.0 + np.exp(-np.asarray(score, np.float64)))
+    prob = 1.0 / (1.0 + np.exp(-np.clip(np.asarray(score, np.float64), -60.0, 60.0)))
     out["logloss"] = float(logloss(y, prob, w))
     return out
 
@@ -548,6 +548,14 @@ def train_run(
         trained_here += n
         logits_np = {k: v.numpy() for k, v in logits.items()}
         labels_np = {k: v.numpy() for k, v in labels.items()}
+        for level, values in logits_np.items():
+            if not np.all(np.isfinite(values)):
+                raise MattaError(
+                    f"training diverged: the {level} head scored NaN/inf on the batch ending at "
+                    f"stream row {rows_end} (step {int(optimizer.iterations.numpy())}); lower "
+                    "optimizer.settings.learning_rate (the last checkpoint is intact: --resume "
+                    "--set optimizer.settings.learning_rate=...)"
+                )
         if debug_handle is not None:
             ids = features[config.debug.trained_rows_column].numpy().reshape(-1)
             debug_handle.write(f"{rows_end} " + " ".join(str(int(v)) for v in ids) + "\n")

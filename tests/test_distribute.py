@@ -1,0 +1,113 @@
+"""tf.distribute: MirroredStrategy on two logical CPUs and MultiWorkerMirroredStrategy
+with two worker processes on 127.0.0.1 give the single-device result."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import yaml
+
+from matta_rec.training import load_run, train_run
+
+sys.path.insert(0, os.path.dirname(__file__))
+from train_testlib import tiny_config, write_logs  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+pytestmark = pytest.mark.slow
+
+
+def _config(strategy):
+    # SGD: the update is linear in the gradient, so a wrong gradient scale
+    # across replicas (mean instead of sum, or per-replica means) shows at once.
+    return tiny_config(strategy=strategy, **{
+        "optimizer.name": "sgd",
+        "optimizer.settings": {"learning_rate": 0.05},
+        "data.max_rows": 330,  # 5 full batches + a short one (uneven split)
+        "checkpoint.every_rows": 128,
+    })
+
+
+@pytest.fixture(scope="module")
+def logs(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("logs"))
+    write_logs(root, shards=2, rows=200)
+    return root
+
+
+@pytest.fixture(scope="module")
+def single(logs, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("single") / "run")
+    metrics = train_run(_config("default"), logs, os.path.join(logs, "schema.yaml"), out)
+    return out, metrics
+
+
+def _weights(run_dir):
+    return [v.numpy() for v in load_run(run_dir).model.weights]
+
+
+def _assert_same_training(single, metrics, out):
+    ref_dir, ref = single
+    assert metrics["rows_trained"] == ref["rows_trained"] == 330
+    assert metrics["steps"] == ref["steps"] == 6
+    for key in ("loss", "student_logloss", "ta_logloss", "student_distill"):
+        assert metrics["final"][key] == pytest.approx(ref["final"][key], rel=1e-4), key
+    for a, b in zip(_weights(ref_dir), _weights(out)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_mirrored_two_logical_cpus_matches_single_device(single, logs, tmp_path):
+    if len(tf.config.list_logical_devices("CPU")) < 2:
+        pytest.skip("needs two logical CPU devices (tests/conftest.py configures them)")
+    out = str(tmp_path / "run")
+    metrics = train_run(_config("mirrored"), logs, os.path.join(logs, "schema.yaml"), out)
+    assert metrics["replicas"] == 2
+    _assert_same_training(single, metrics, out)
+
+
+def _free_ports(n):
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def test_multi_worker_two_processes_matches_single_device(single, logs, tmp_path):
+    out = str(tmp_path / "run")
+    config_path = tmp_path / "run.yaml"
+    config_path.write_text(yaml.safe_dump(_config("multi_worker")))
+    workers = [f"127.0.0.1:{p}" for p in _free_ports(2)]
+    procs = []
+    for index in range(2):
+        env = dict(os.environ, CUDA_VISIBLE_DEVICES="-1", TF_CPP_MIN_LOG_LEVEL="2",
+                   TF_CONFIG=json.dumps({"cluster": {"worker": workers},
+                                         "task": {"type": "worker", "index": index}}))
+        cmd = [sys.executable, "-m", "matta_rec.cli.main", "train", "--data", logs,
+               "--schema", os.path.join(logs, "schema.yaml"), "--out", out,
+               "--config", str(config_path)]
+        procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True))
+    outputs = []
+    for proc in procs:
+        try:
+            outputs.append(proc.communicate(timeout=400)[0])
+        except subprocess.TimeoutExpired:
+            for p in procs:
+                p.kill()
+            raise
+    for proc, text in zip(procs, outputs):
+        assert proc.returncode == 0, text[-4000:]
+    with open(os.path.join(out, "metrics.json")) as handle:
+        metrics = json.load(handle)
+    assert metrics["replicas"] == 2 and metrics["strategy"] == "multi_worker"
+    # Only the chief writes the run directory; the other worker cleans up.
+    assert not any(name.startswith(".worker-") for name in os.listdir(out))
+    _assert_same_training(single, metrics, out)
