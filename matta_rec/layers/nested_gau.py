@@ -186,7 +186,10 @@ class MNestedGAU(keras.layers.Layer):
             self._gammas[level] = self.add_weight(
                 name="gamma" + suffix,
                 shape=(2, self.shared_dims[level]),
-                initializer=keras.initializers.RandomNormal(stddev=0.02),
+                # Like a LayerNorm scale (1) plus noise to tell Q from K: with
+                # q = k ~ z the diagonal scores start positive, so the
+                # squared-ReLU attention is not dead at initialisation.
+                initializer=keras.initializers.RandomNormal(mean=1.0, stddev=0.02),
                 regularizer=self.kernel_regularizer,
             )
             self._betas[level] = self.add_weight(
