@@ -53,7 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="subset of the grid (the baseline always runs)")
     parser.add_argument("--holdout-shards", type=_positive_int, default=None,
                         help="last N shards held out for evaluation (default: the config's "
-                             "data.holdout_shards, else 1)")
+                             "data.holdout_shards / holdout_fraction, else the last quarter)")
     parser.add_argument("--label", choices=("auto", "event", "teacher"), default="auto",
                         help="evaluation label (default: event if the schema has one)")
     parser.add_argument("--n-boot", type=_positive_int, default=500,

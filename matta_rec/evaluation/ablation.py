@@ -87,33 +87,42 @@ VARIANTS: dict[str, Variant] = {
 
 
 # ------------------------------------------------------------------- data
-def split_holdout(data: Any, schema: Schema, holdout_shards: int) -> tuple[list[str], list[str]]:
+def split_holdout(data: Any, schema: Schema, holdout_shards: int | None = None, *,
+                  holdout_fraction: float | None = None) -> tuple[list[str], list[str]]:
     """Split the stream's shards (time order) into training and held-out lists.
 
     Args:
         data: directory, glob, file or list of log shards.
         schema: the schema.
         holdout_shards: the last N shards are held out for evaluation.
+        holdout_fraction: or this fraction of the shards (rounded up, >= 1).
 
     Returns:
         ``(train_files, holdout_files)``.
 
     Raises:
-        MattaError: too few shards.
+        MattaError: bad arguments or too few shards.
 
     Example:
 
-    >>> train, held = split_holdout("sample_data", schema, 2)
+    >>> train, held = split_holdout("sample_data", schema, holdout_fraction=0.25)
     """
     from matta_rec.data.reader import LogStream
 
-    shards = list(LogStream(data, schema, batch_size=1).shards)
+    stream = LogStream(data, schema, batch_size=1)
+    shards = [os.path.join(stream.root, rel) for rel in stream.shards()]
+    if (holdout_shards is None) == (holdout_fraction is None):
+        raise MattaError("give exactly one of holdout_shards and holdout_fraction")
+    if holdout_fraction is not None:
+        if not 0 < holdout_fraction < 1:
+            raise MattaError(f"--holdout-fraction must be in (0, 1), got {holdout_fraction}")
+        holdout_shards = max(1, math.ceil(holdout_fraction * len(shards)))
     if holdout_shards < 1:
         raise MattaError("--holdout-shards must be >= 1 (evaluation needs held-out shards)")
     if len(shards) <= holdout_shards:
         raise MattaError(
             f"{data}: {len(shards)} shard(s) but {holdout_shards} are to be held out; "
-            "lower --holdout-shards or add shards"
+            "lower --holdout-shards / --holdout-fraction or add shards"
         )
     return shards[:-holdout_shards], shards[-holdout_shards:]
 
@@ -296,7 +305,8 @@ def run_ablation(
         seeds: number of seeds (0..N-1) or the explicit seeds.
         variants: subset of :data:`VARIANTS` (``baseline`` is always run).
         holdout_shards: last N shards held out for evaluation (default: the
-            config's ``data.holdout_shards``, else 1).
+            config's ``data.holdout_shards`` / ``holdout_fraction``, else the
+            last quarter of the shards).
         label: ``"auto"``, ``"event"`` or ``"teacher"``.
         n_boot: bootstrap replicates (single-seed intervals).
         level: confidence level.
@@ -327,9 +337,15 @@ def run_ablation(
     seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
     if not seed_list:
         raise MattaError("--seeds must be >= 1")
+    holdout_fraction = None
     if holdout_shards is None:
-        holdout_shards = base_config.data.holdout_shards or 1
-    train_files, eval_files = split_holdout(data, schema, holdout_shards)
+        holdout_shards = base_config.data.holdout_shards or None
+        holdout_fraction = base_config.data.holdout_fraction
+        if holdout_shards is None and holdout_fraction is None:
+            holdout_fraction = 0.25
+    train_files, eval_files = split_holdout(
+        data, schema, holdout_shards if holdout_fraction is None else None,
+        holdout_fraction=holdout_fraction)
     log(f"ablation: {len(names)} variants x {len(seed_list)} seed(s); training on "
         f"{len(train_files)} shard(s), evaluating on the last {len(eval_files)}")
     os.makedirs(out_dir, exist_ok=True)

@@ -236,7 +236,7 @@ def evaluate_models(
     if out_dir is not None or print_table:
         from matta_rec.evaluation import report as report_mod
 
-        report["curves"] = report_mod.load_curves(runs)
+        report["curves"] = report_mod.load_curves(runs, rows.label)
         if print_table:
             print(report_mod.format_table(report))
         if out_dir is not None:

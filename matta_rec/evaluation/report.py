@@ -40,8 +40,18 @@ _ROW_KEYS = ("rows_end", "rows", "examples", "step", "steps")
 
 
 # ------------------------------------------------------------------ curves
-def _points_to_series(points: Sequence[Mapping]) -> dict:
-    """``[{rows_end, auc_loss: {level: v}} ...]`` -> ``{rows, levels: {level: [v]}}``."""
+def _label_block(point: Mapping, label: str) -> Mapping | None:
+    """``point[label]`` (``{level: {"auc_loss": v}}``), falling back to the other label."""
+    order = (label, "target" if label == "event" else "event")
+    for key in order:
+        block = point.get(key)
+        if isinstance(block, Mapping) and block:
+            return block
+    return None
+
+
+def _points_to_series(points: Sequence[Mapping], label: str = "event") -> dict:
+    """``[{rows_end, <label>: {level: {auc_loss}}} ...]`` -> ``{rows, levels: {level: [v]}}``."""
     rows: list[float] = []
     levels: dict[str, list] = {}
     for i, point in enumerate(points):
@@ -49,6 +59,11 @@ def _points_to_series(points: Sequence[Mapping]) -> dict:
             continue
         x = next((point[k] for k in _ROW_KEYS if k in point), i + 1)
         values: dict[str, Any] = {}
+        block = _label_block(point, label)
+        if block is not None:
+            for level, m in block.items():
+                if isinstance(m, Mapping) and "auc_loss" in m:
+                    values[level] = m["auc_loss"]
         loss = point.get("auc_loss")
         if isinstance(loss, Mapping):
             values.update(loss)
@@ -74,16 +89,19 @@ def _points_to_series(points: Sequence[Mapping]) -> dict:
     return {"rows": rows, "levels": levels}
 
 
-def parse_curves(metrics: Mapping) -> dict:
+def parse_curves(metrics: Mapping, label: str = "event") -> dict:
     """The online AucLoss curve(s) held in a run's ``metrics.json``.
 
-    Accepts ``{"online": [points]}`` (also ``"online_curve"``, ``"curve"``,
-    ``"history"``) or ``{"online": {"rows": [...], "auc_loss": {level: [...]}}}``
-    where a point is ``{"rows_end": N, "auc_loss": {level: value}}`` (or
-    ``auc_loss`` a number, or keys ``<level>_auc_loss``).
+    The training loop writes ``{"online": {"curve": [points]}}`` with a
+    point ``{"rows_end": N, "event": {level: {"auc_loss": v}}, "target":
+    {...}}``.  Also accepted: ``{"online": [points]}``, points with
+    ``"auc_loss": {level: v}`` (or a number, or ``<level>_auc_loss`` keys),
+    and ``{"online": {"rows": [...], "auc_loss": {level: [...]}}}``.
 
     Args:
         metrics: the parsed ``metrics.json``.
+        label: ``"event"`` or ``"target"``: which label's AucLoss to take
+            (the other is used when a point lacks it).
 
     Returns:
         ``{"rows": [x...], "levels": {level: [auc_loss or None ...]}}``
@@ -97,11 +115,11 @@ def parse_curves(metrics: Mapping) -> dict:
     for key in ("online", "online_curve", "curve", "history", "online_metrics"):
         value = metrics.get(key)
         if isinstance(value, list):
-            return _points_to_series(value)
+            return _points_to_series(value, label)
         if isinstance(value, Mapping):
             for sub in ("points", "curve", "windows"):
                 if isinstance(value.get(sub), list):
-                    return _points_to_series(value[sub])
+                    return _points_to_series(value[sub], label)
             rows = next((value[k] for k in _ROW_KEYS if isinstance(value.get(k), list)), None)
             losses = value.get("auc_loss")
             if rows is not None and isinstance(losses, Mapping):
@@ -118,11 +136,12 @@ def parse_curves(metrics: Mapping) -> dict:
     return {"rows": [], "levels": {}}
 
 
-def load_curves(run_dirs: Sequence[str]) -> dict:
+def load_curves(run_dirs: Sequence[str], label: str = "event") -> dict:
     """``{run name: curve}`` for every run directory with a readable metrics.json.
 
     Args:
         run_dirs: training run directories.
+        label: ``"event"`` or ``"target"`` (see :func:`parse_curves`).
 
     Example:
 
@@ -139,7 +158,7 @@ def load_curves(run_dirs: Sequence[str]) -> dict:
                 metrics = json.load(handle)
         except (OSError, json.JSONDecodeError):
             continue
-        curve = parse_curves(metrics)
+        curve = parse_curves(metrics, label)
         if curve["rows"]:
             name = os.path.basename(os.path.normpath(run_dir))
             if name in out:
@@ -247,7 +266,7 @@ def render_markdown(report: Mapping, plots: Mapping[str, str] | None = None) -> 
     lines += [
         "## Summary",
         "",
-        f"* Data: `{report.get('data')}` ({report.get('rows', 0):,} rows"
+        f"* Data: {_describe_data(report.get('data'))} ({report.get('rows', 0):,} rows"
         + (", weighted" if report.get("weighted") else "") + ")",
         f"* Schema: `{report.get('schema')}`",
         f"* Label: {report.get('label')}",
@@ -327,6 +346,17 @@ def render_markdown(report: Mapping, plots: Mapping[str, str] | None = None) -> 
         )
     lines.append("")
     return "\n".join(lines)
+
+
+def _describe_data(data: Any) -> str:
+    """``dir`` or, for a list of shard files, ``N shards: first … last``."""
+    if isinstance(data, (list, tuple)):
+        if not data:
+            return "no shards"
+        if len(data) == 1:
+            return f"`{data[0]}`"
+        return f"{len(data)} shards, `{data[0]}` … `{data[-1]}`"
+    return f"`{data}`"
 
 
 # ------------------------------------------------------------------- plots
@@ -465,6 +495,10 @@ def plot_curves(curves: Mapping, path: str) -> str | None:
     return path
 
 
+def _label_key(report: Mapping) -> str:
+    return "target" if str(report.get("label", "")).startswith("teacher") else "event"
+
+
 def _ensure_dir(path: str) -> None:
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
@@ -492,7 +526,7 @@ def write_report(report: dict, out_dir: str) -> dict:
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     if "curves" not in report:
-        report["curves"] = load_curves(report.get("runs", []))
+        report["curves"] = load_curves(report.get("runs", []), _label_key(report))
     paths: dict[str, str] = {}
     if plot_pareto(report, os.path.join(out_dir, "pareto.png")):
         paths["pareto_png"] = os.path.join(out_dir, "pareto.png")

@@ -182,6 +182,8 @@ class ModelHandle:
             )
             if variables:
                 self.params = int(sum(int(np.prod(v.shape)) for v in variables))
+            else:
+                self.params = _checkpoint_params(self.path)
         if self.size_bytes is None:
             self.size_bytes = _dir_size(self.path)
         self._loaded = loaded  # keep the resources alive
@@ -291,6 +293,24 @@ def _run_level_params(model, level: str) -> int | None:
         return None
 
 
+def _checkpoint_params(path: str) -> int | None:
+    """Scalars stored in a SavedModel's variables checkpoint (``None`` if unreadable)."""
+    import tensorflow as tf
+
+    try:
+        reader = tf.train.load_checkpoint(os.path.join(path, "variables", "variables"))
+    except Exception:  # noqa: BLE001 - a SavedModel may hold no variables
+        return None
+    total = 0
+    for name, shape in reader.get_variable_to_shape_map().items():
+        if name.startswith("_CHECKPOINTABLE_OBJECT_GRAPH"):
+            continue
+        if reader.get_variable_to_dtype_map()[name] == tf.string:
+            continue
+        total += int(np.prod(shape)) if shape else 1
+    return total or None
+
+
 def _dir_size(path: str) -> int:
     total = 0
     for root, _, files in os.walk(path):
@@ -380,6 +400,29 @@ def _version_of(path: str) -> int | None:
     return int(tail) if tail.isdigit() else None
 
 
+def _with_parent_manifest(handle: ModelHandle) -> ModelHandle:
+    """Fill size facts of a single SavedModel from its export base's manifest, if any."""
+    size_dir = os.path.dirname(os.path.normpath(handle.path))
+    base = os.path.dirname(size_dir)
+    manifest_path = os.path.join(base, "manifest.json")
+    if not os.path.isfile(manifest_path):
+        return handle
+    try:
+        with open(manifest_path, "r", encoding="utf-8") as fh:
+            manifest = json.load(fh)
+        entries = _manifest_sizes(manifest, manifest_path)
+    except (OSError, json.JSONDecodeError, MattaError):
+        return handle
+    for size, entry in entries:
+        if size != os.path.basename(size_dir):
+            continue
+        found = _from_manifest_entry(base, size, entry, handle.name, manifest)
+        if os.path.normpath(found.path) != os.path.normpath(handle.path):
+            return handle  # the manifest describes another version
+        return found
+    return handle
+
+
 def resolve_model(reference: str, schema: Schema | None = None) -> list[ModelHandle]:
     """Turn one ``--models`` / ``--baseline`` reference into model handles.
 
@@ -417,7 +460,8 @@ def resolve_model(reference: str, schema: Schema | None = None) -> list[ModelHan
             raise MattaError(f"'{reference}': '#level' applies to run directories only")
         version = _version_of(path)
         default = os.path.basename(os.path.dirname(path)) if version is not None else os.path.basename(path)
-        return [ModelHandle(name=name or default, kind="savedmodel", path=path, version=version)]
+        return [_with_parent_manifest(
+            ModelHandle(name=name or default, kind="savedmodel", path=path, version=version))]
     if not os.path.isdir(path):
         raise MattaError(f"model path '{ref}' is a file; pass a directory")
     manifest_path = os.path.join(path, "manifest.json")
@@ -439,14 +483,14 @@ def resolve_model(reference: str, schema: Schema | None = None) -> list[ModelHan
     if versions:
         if level:
             raise MattaError(f"'{reference}': '#level' applies to run directories only")
-        return [
+        return [_with_parent_manifest(
             ModelHandle(
                 name=name or os.path.basename(path),
                 kind="savedmodel",
                 path=os.path.join(path, str(versions[-1])),
                 version=versions[-1],
             )
-        ]
+        )]
     if _is_run_dir(path):
         level = level or "student"
         default = os.path.basename(path) + ("" if level == "student" else f"#{level}")
