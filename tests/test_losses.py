@@ -133,3 +133,16 @@ def test_overrides_and_modes():
     assert cfg.effective_loss().distill_weight == 0.0
     again = RunConfig.from_dict(cfg.to_dict())
     assert again == cfg
+
+
+def test_shipped_configs_parse_and_default_yaml_lists_the_defaults():
+    import os
+
+    from matta_rec.models import ModelConfig
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    default = RunConfig.from_yaml(os.path.join(root, "pipelines/configs/default.yaml"))
+    assert default.to_dict() == RunConfig.from_dict({"model": ModelConfig().to_dict()}).to_dict()
+    sample = RunConfig.from_yaml(os.path.join(root, "pipelines/configs/sample.yaml"))
+    assert sample.mode == "matta" and sample.data.holdout_fraction
+    assert sample.model_for_mode().levels == ("student", "ta")

@@ -176,3 +176,19 @@ def test_kill_minus_nine_and_resume_trains_every_row_exactly_once(logs, tmp_path
     assert metrics["rows_this_process"] == 1200 - checkpoint_rows
     # The online curve continues across the crash: every row scored once.
     assert sum(e["rows"] for e in metrics["online"]["curve"]) == 1200
+
+
+def test_cli_help_lists_every_option_and_bad_config_exits_2(tmp_path, capsys):
+    from matta_rec.cli.main import main
+    from matta_rec.cli.train import config_reference
+
+    reference = config_reference()
+    for key in ("loss.ramp.delay_steps", "loss.temperature", "optimizer.settings", "batch_size",
+                "checkpoint.every_rows", "epochs", "mode", "strategy", "data.holdout_shards"):
+        assert key in reference, key
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("loss:\n  ramp: {delay: 3}\n")
+    code = main(["train", "--data", str(tmp_path), "--schema", "s.yaml", "--out",
+                 str(tmp_path / "run"), "--config", str(bad)])
+    err = capsys.readouterr().err
+    assert code == 2 and str(bad) in err and "loss.ramp" in err and "delay" in err
