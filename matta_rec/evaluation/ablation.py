@@ -44,6 +44,7 @@ from matta_rec.data.errors import ConfigError, MattaError
 from matta_rec.data.schema import Schema, load_schema
 from matta_rec.evaluation.bootstrap import bootstrap_auc_losses
 from matta_rec.evaluation.metrics import auroc
+from matta_rec.evaluation.report import _describe_data
 from matta_rec.evaluation.scoring import ModelHandle, score_stream
 
 __all__ = ["Variant", "VARIANTS", "run_ablation", "summarize", "split_holdout",
@@ -389,7 +390,7 @@ def run_ablation(
         "seeds": seed_list,
         "label": rows.label,
         "train_shards": len(train_files),
-        "holdout_shards": [os.path.relpath(f) for f in eval_files],
+        "holdout_shards": list(eval_files),
         "eval_rows": per_seed[0]["rows"],
         "n_boot": n_boot if boot else None,
         "per_seed": per_seed,
@@ -470,7 +471,7 @@ def render_ablation_markdown(summary: Mapping, plot: str | None = None) -> str:
         "## Setup",
         "",
         f"* Data: `{summary.get('data')}`; trained on {summary.get('train_shards')} shard(s), "
-        f"evaluated on the held-out {summary.get('holdout_shards')} "
+        f"evaluated on the held-out {_describe_data(summary.get('holdout_shards'))} "
         f"({summary.get('eval_rows', 0):,} rows, label {summary.get('label')})",
         f"* Config: `{summary.get('config')}`; seeds {summary.get('seeds')}",
         f"* Intervals: {round(100 * level)}% {summary.get('interval_method')}",
