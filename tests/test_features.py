@@ -377,3 +377,17 @@ def test_mirrored_strategy(stats):
     per_replica = step(next(iter(dist)))
     got = np.concatenate([t.numpy() for t in strategy.experimental_local_results(per_replica)])
     np.testing.assert_array_equal(got, pre(batch)["hour"].numpy())
+
+
+def test_stats_accept_list_columns_and_reject_text_in_numerics():
+    schema = make_schema()
+    batch = make_batch(np.random.default_rng(13), 6)
+    as_lists = dict(batch)
+    as_lists["vec"] = np.empty(6, dtype=object)
+    for i, row in enumerate(batch["vec"]):
+        as_lists["vec"][i] = list(row)
+    assert FeatureStats.fit(schema, [as_lists])["vec"] == FeatureStats.fit(schema, [batch])["vec"]
+    bad = dict(batch)
+    bad["age"] = np.array(["x"] * 6, dtype=object)
+    with pytest.raises(DataError, match="age"):
+        FeatureStats.fit(schema, [bad])

@@ -33,7 +33,10 @@ def _feature_array(spec, values) -> np.ndarray:
         )
     if spec.raw_dtype == "int64":
         return np.asarray(values, dtype=np.int64)
-    return np.asarray(values, dtype=np.float32)
+    arr = np.asarray(values)
+    if spec.kind == "dense" and arr.dtype == object and arr.ndim == 1 and len(arr):
+        arr = np.stack([np.asarray(v, np.float32) for v in arr])
+    return arr.astype(np.float32)
 
 
 def rows_to_arrays(rows: Mapping, schema: Schema) -> dict[str, np.ndarray]:

@@ -319,7 +319,17 @@ def _batch_size(features: Mapping, schema: Schema) -> int:
 
 def _update(spec: FeatureSpec, values, moments, counters, missing) -> None:
     if spec.kind in ("numeric", "dense"):
-        raw = values.astype(np.float64)
+        if spec.kind == "dense" and values.dtype == object and values.ndim == 1 and len(values):
+            # A list column (e.g. from pandas) arrives as an array of vectors.
+            values = np.stack([np.asarray(v, np.float64) for v in values])
+        try:
+            raw = values.astype(np.float64)
+        except (TypeError, ValueError) as exc:
+            raise DataError(
+                f"{spec.kind} feature holds non-numeric values ({exc})",
+                column=spec.name,
+                fix="numeric and dense features must be float values",
+            ) from None
         if spec.kind == "dense":
             if raw.ndim != 2 or raw.shape[1] != spec.dim:
                 raise DataError(
