@@ -111,3 +111,31 @@ def test_multi_worker_two_processes_matches_single_device(single, logs, tmp_path
     # Only the chief writes the run directory; the other worker cleans up.
     assert not any(name.startswith(".worker-") for name in os.listdir(out))
     _assert_same_training(single, metrics, out)
+
+
+def test_trainer_fit_under_mirrored_strategy_matches_single_device():
+    """MatTATrainer.train_step alone (Keras fit) under MirroredStrategy."""
+    if len(tf.config.list_logical_devices("CPU")) < 2:
+        pytest.skip("needs two logical CPU devices")
+    import keras
+
+    from test_trainer import batch, tiny_nested
+    from matta_rec.training.trainer import MatTATrainer
+
+    x, y = batch(n=256, seed=3)
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(64)
+    results = {}
+    for name, strategy in (("single", tf.distribute.get_strategy()),
+                           ("mirrored", tf.distribute.MirroredStrategy(
+                               [d.name for d in tf.config.list_logical_devices("CPU")[:2]]))):
+        with strategy.scope():
+            model = tiny_nested(seed=5)
+            trainer = MatTATrainer(model, {"distill_weight": 0.5})
+            trainer.compile(optimizer=keras.optimizers.SGD(0.1))
+        hist = trainer.fit(ds, epochs=2, verbose=0, shuffle=False)
+        results[name] = (hist.history, [v.numpy() for v in model.weights])
+    (h1, w1), (h2, w2) = results["single"], results["mirrored"]
+    assert h1["loss"] == pytest.approx(h2["loss"], rel=1e-5)
+    assert h1["student_auroc"] == pytest.approx(h2["student_auroc"], abs=1e-6)
+    for a, b in zip(w1, w2):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

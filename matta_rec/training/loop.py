@@ -499,7 +499,7 @@ def train_run(
         if latest is not None or resume:
             debug_handle.write(f"# resume {rows_start}\n")
             debug_handle.flush()
-    names = [m.name for m in trainer.metrics] + ["distill_weight", "rows/s", "online_aucloss"]
+    names = [m.name for m in trainer.metrics] + ["rows/s", "online_aucloss"]
     progbar = None
     if chief and config.metrics.progress:
         progbar = keras.utils.Progbar(None, stateful_metrics=names, unit_name="row",

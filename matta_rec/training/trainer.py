@@ -63,6 +63,29 @@ def split_labels(y, label: str = "target", sample_weight=None):
 
 
 @keras.saving.register_keras_serializable(package="matta_rec")
+class LastValue(keras.metrics.Metric):
+    """A metric that reports the last value it was given (e.g. ``w_D(t)``).
+
+    Keras returns aggregated metric results (not per-replica step outputs)
+    only when every log is a metric, so the ramp weight is one.
+
+    Args:
+        name: metric name.
+    """
+
+    def __init__(self, name="last_value", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.value = self.add_variable(shape=(), initializer="zeros", name="value",
+                                       aggregation="only_first_replica")
+
+    def update_state(self, value):
+        self.value.assign(keras.ops.cast(value, self.value.dtype))
+
+    def result(self):
+        return keras.ops.convert_to_tensor(self.value)
+
+
+@keras.saving.register_keras_serializable(package="matta_rec")
 class MatTATrainer(keras.Model):
     """Train a dict-of-logits model with ``L = w_S L_S + w_TA L_TA + w_D(t) L_D``.
 
@@ -104,7 +127,9 @@ class MatTATrainer(keras.Model):
             self.level_metrics[f"{level}_logloss"] = keras.metrics.Mean(name=f"{level}_logloss")
         for small, _ in self.matta_loss.pairs:
             self.level_metrics[f"{small}_distill"] = keras.metrics.Mean(name=f"{small}_distill")
-        self._metric_list = [self.loss_metric] + list(self.level_metrics.values())
+        self.distill_weight_metric = LastValue(name="distill_weight")
+        self._metric_list = ([self.loss_metric] + list(self.level_metrics.values())
+                             + [self.distill_weight_metric])
 
     # ------------------------------------------------------------- keras API
     def call(self, inputs, training=False):
@@ -141,9 +166,8 @@ class MatTATrainer(keras.Model):
             )
 
     def _logs(self, distill_weight):
-        logs = {m.name: m.result() for m in self._metric_list}
-        logs["distill_weight"] = tf.cast(distill_weight, tf.float32)
-        return logs
+        self.distill_weight_metric.update_state(distill_weight)
+        return {m.name: m.result() for m in self._metric_list}
 
     def compute_losses(self, x, y, sample_weight=None, *, training=False, denominator=None):
         """Forward pass and losses without an update.
