@@ -198,3 +198,20 @@ def test_measure_latency(exported):
         measure_latency(loaded, rows, repeats=0)
     with pytest.raises(ExportError, match="signature"):
         measure_latency(loaded, rows, signature="nope")
+
+
+def test_size_dir_names_are_distinct_and_serving_safe():
+    from matta_rec.export.run_export import size_dir_name
+
+    names = {
+        "student": "student",
+        "ta": "ta",
+        "wnw:2": "wnw-2",
+        "wnw:0@ta": "wnw-0-at-ta",
+        "mix@student:ta,student,-,ta": "mix-at-student-ta-student-none-ta",
+        "mix@student:ta,student,ta": "mix-at-student-ta-student-ta",
+        "mix@student:-,ta": "mix-at-student-none-ta",
+    }
+    for spec, expected in names.items():
+        assert size_dir_name(spec) == expected
+        assert not expected.isdigit()

@@ -41,7 +41,7 @@ def test_manifest_lists_every_size(run_and_export):
     manifest = _manifest(base)
     family = {i.name: i for i in load_run(run_dir).model.list_submodels()}
     entries = {e["name"]: e for e in manifest["sizes"]}
-    assert sorted(entries) == ["student", "ta", "wnw_1"]
+    assert sorted(entries) == ["student", "ta", "wnw-1"]
     assert manifest["version"] == 1 and manifest["run"] == os.path.abspath(run_dir)
     for name, entry in entries.items():
         info = family[entry["spec"]]
@@ -56,7 +56,7 @@ def test_manifest_lists_every_size(run_and_export):
             assert entry["latency"][batch]["median_ms"] > 0
             assert entry["latency"][batch]["repeats"] == 3
         assert entry["latency_ms"] == entry["latency"]["1"]["median_ms"]
-    assert entries["student"]["params"] < entries["wnw_1"]["params"] < entries["ta"]["params"]
+    assert entries["student"]["params"] < entries["wnw-1"]["params"] < entries["ta"]["params"]
     # Sizes are listed by FLOPs.
     assert [e["flops"] for e in manifest["sizes"]] == sorted(e["flops"] for e in manifest["sizes"])
 

@@ -42,9 +42,10 @@ DEFAULT_SIZES = ("student", "ta")
 
 
 def size_dir_name(spec_name: str) -> str:
-    """Folder (and TF Serving model) name of a size: ``wnw:2@ta`` -> ``wnw_2_at_ta``."""
-    name = spec_name.replace("@", "_at_")
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")
+    """Folder (and TF Serving model) name of a size: ``wnw:2@ta`` -> ``wnw-2-at-ta``."""
+    # A block dropped from a mix spec ("-") must stay visible in the name.
+    name = re.sub(r"(?<=[:,])-(?=,|$)", "none", spec_name).replace("@", "-at-")
+    name = re.sub(r"[^A-Za-z0-9_.]+", "-", name).strip("-")
     return name or "model"
 
 
