@@ -133,7 +133,14 @@ class RelevanceNetwork(keras.Model):
     # ---------------------------------------------------------------- call
     def _level_logits(self, features: Mapping[str, Any]) -> tuple:
         """Logits ``[B]`` of every level, in level order."""
-        processed = self.preprocessor(features)
+        return self.logits_from_processed(self.preprocessor(features))
+
+    def logits_from_processed(self, processed: Mapping[str, Any]) -> tuple:
+        """Logits ``[B]`` of every level from already preprocessed features.
+
+        ``processed`` is the output of ``self.preprocessor`` (e.g. computed
+        in a ``tf.data`` pipeline); returns a tuple in level order.
+        """
         tokens = self.embedding(processed)
         flat = None
         cross_x0 = None

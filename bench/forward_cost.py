@@ -1,0 +1,158 @@
+"""Forward+backward cost of a MatTA step (Student + TA together) against the TA alone.
+
+Measured side by side in one run, for the default ``ModelConfig`` on the
+synthetic logs' schema:
+
+* ``matta``: the nested model (Student ⊂ TA, shared weights); loss
+  ``BCE(student) + BCE(ta) + BCE(student, stop_gradient(sigmoid(ta)))``;
+  gradients with respect to every trainable variable.
+* ``ta``: a one-level model with the TA's shapes (``config.with_levels(("ta",))``);
+  loss ``BCE(ta)``; gradients with respect to every trainable variable.
+
+Both are ``tf.function`` steps on one fixed batch held in memory (no data
+loading, no optimizer update).  Blocks of ``--steps`` steps alternate between
+the two; the figure is the ratio of the medians of the per-step block means.
+Wall-clock and process CPU time (all TF threads) are both reported: on a
+shared machine CPU time is the less contaminated figure.  It is reported
+from raw features (the model's own preprocessing,
+string hashing included, which both steps pay once) and from preprocessed
+features (embeddings onwards: the part nesting changes).  The FLOPs ratio
+``(FLOPs_student + FLOPs_TA) / FLOPs_TA`` from ``list_submodels`` is printed
+for reference.
+
+Usage:
+    .venv/bin/python bench/forward_cost.py [--batch 1024 4096] [--steps 20] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from matta_rec.data.synthetic import SyntheticWorld, simulate  # noqa: E402
+from matta_rec.features import FeatureStats  # noqa: E402
+from matta_rec.models import ModelConfig, NestedRelevanceModel  # noqa: E402
+
+
+def make_steps(model, levels, processed_input, jit=False):
+    """A tf.function computing the loss and gradients of ``levels`` of ``model``."""
+    variables = model.trainable_variables
+    bce = tf.keras.losses.binary_crossentropy
+
+    @tf.function(jit_compile=jit)
+    def step(features, target):
+        with tf.GradientTape() as tape:
+            if processed_input:
+                logits = model.logits_from_processed(features)
+            else:
+                out = model(features)
+                logits = tuple(out[name] for name in model.level_names)
+            out = dict(zip(model.level_names, logits))
+            loss = 0.0
+            for name in levels:
+                loss += tf.reduce_mean(bce(target, out[name], from_logits=True))
+            if len(levels) > 1:
+                teacher = tf.stop_gradient(tf.sigmoid(out[levels[-1]]))
+                loss += tf.reduce_mean(bce(teacher, out[levels[0]], from_logits=True))
+        grads = tape.gradient(loss, variables)
+        # Touch every gradient (sparse table gradients stay sparse, as an
+        # optimizer would apply them).
+        touched = [
+            tf.reduce_sum(g.values if isinstance(g, tf.IndexedSlices) else g)
+            for g in grads
+            if g is not None
+        ]
+        return loss, tf.add_n(touched)
+
+    return step
+
+
+def time_block(step, features, target, steps):
+    """Per-step ``(wall seconds, process CPU seconds)`` over ``steps`` steps."""
+    start, cpu = time.perf_counter(), time.process_time()
+    for _ in range(steps):
+        result = step(features, target)
+    result[1].numpy()  # wait for the last step
+    return (time.perf_counter() - start) / steps, (time.process_time() - cpu) / steps
+
+
+def measure(nested, ta_model, features, target, processed_input, steps, repeats, jit=False):
+    matta_step = make_steps(nested, ("student", "ta"), processed_input, jit)
+    ta_step = make_steps(ta_model, ("ta",), processed_input, jit)
+    if processed_input:
+        feats = {k: v for k, v in nested.preprocessor(features).items()}
+    else:
+        feats = features
+    for fn in (matta_step, ta_step):  # trace and warm up
+        time_block(fn, feats, target, 3)
+    matta, ta = [], []
+    for _ in range(repeats):
+        matta.append(time_block(matta_step, feats, target, steps))
+        ta.append(time_block(ta_step, feats, target, steps))
+    # Medians of wall and of CPU time: ((matta_wall, ta_wall), (matta_cpu, ta_cpu)).
+    return tuple(
+        (statistics.median(m[i] for m in matta), statistics.median(t[i] for t in ta))
+        for i in (0, 1)
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, nargs="+", default=[1024, 4096])
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--rows", type=int, default=20_000)
+    parser.add_argument("--jit", action="store_true",
+                        help="also time XLA-compiled steps (from preprocessed features)")
+    args = parser.parse_args()
+
+    columns, _ = simulate(args.rows, seed=0, days=1)
+    schema = SyntheticWorld(0, days=1, rows_hint=args.rows).schema()
+    features_np = {f.name: columns[f.name] for f in schema.features}
+    stats = FeatureStats.fit(schema, [features_np])
+    config = ModelConfig()
+    nested = NestedRelevanceModel(schema, stats, config)
+    ta_model = NestedRelevanceModel(schema, stats, config.with_levels(("ta",)))
+    infos = {i.name: i for i in nested.list_submodels()}
+    flops_ratio = (infos["student"].flops + infos["ta"].flops) / infos["ta"].flops
+
+    print(f"device: {tf.config.list_logical_devices()[0].device_type}, "
+          f"threads: intra={tf.config.threading.get_intra_op_parallelism_threads()}")
+    print(f"schema: {len(schema.features)} features; config: {config}")
+    print(f"params: nested {nested.count_params():,}, TA alone {ta_model.count_params():,}, "
+          f"Student {infos['student'].params:,}")
+    print(f"FLOPs/example: Student {infos['student'].flops:,}, TA {infos['ta'].flops:,}; "
+          f"(Student + TA) / TA = {flops_ratio:.3f}")
+    print()
+    print("| batch | input | MatTA wall ms | TA wall ms | wall ratio "
+          "| MatTA CPU ms | TA CPU ms | CPU ratio |")
+    print("|---|---|---|---|---|---|---|---|")
+    rng = np.random.default_rng(0)
+    for batch in args.batch:
+        idx = rng.choice(len(columns[schema.features[0].name]), size=batch)
+        features = {k: tf.constant(v[idx]) for k, v in features_np.items()}
+        target = tf.constant(rng.uniform(size=batch).astype("float32"))
+        modes = [(False, False, "raw"), (True, False, "preprocessed")]
+        if args.jit:
+            modes.append((True, True, "preprocessed, XLA"))
+        for processed_input, jit, label in modes:
+            (mw, tw), (mc, tc) = measure(
+                nested, ta_model, features, target, processed_input, args.steps, args.repeats, jit
+            )
+            print(
+                f"| {batch} | {label} | {mw * 1e3:.1f} | {tw * 1e3:.1f} | {mw / tw:.3f} "
+                f"| {mc * 1e3:.1f} | {tc * 1e3:.1f} | {mc / tc:.3f} |",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
