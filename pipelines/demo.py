@@ -114,7 +114,7 @@ def run_demo(
     config: str = DEFAULT_CONFIG,
     quick: bool = False,
     fresh: bool = False,
-    holdout_fraction: float = 0.25,
+    holdout_fraction: float = 0.1,
     sizes: int = 5,
     n_boot: int = 500,
     label: str = "auto",
@@ -129,7 +129,7 @@ def run_demo(
         quick: a shortened demo (a few thousand rows) for CI.
         fresh: retrain even when a finished run is in ``out``.
         holdout_fraction: the last fraction of the shards (time order) is the
-            evaluation set (0.25: the last day of four).
+            evaluation set (0.1: the last tenth).
         sizes: how many Mix'n'Match sizes to export (Student, TA and the
             rest spread by parameter count; 3 with ``quick``).
         n_boot: bootstrap replicates of the intervals.
@@ -252,9 +252,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="shortened demo (a few thousand rows) for tests / CI")
     parser.add_argument("--fresh", action="store_true",
                         help="retrain even if finished runs exist under --out")
-    parser.add_argument("--holdout-fraction", type=float, default=0.25,
+    parser.add_argument("--holdout-fraction", type=float, default=0.1,
                         help="last fraction of the shards held out for evaluation "
-                             "(default 0.25: the last day of four)")
+                             "(default 0.1)")
     parser.add_argument("--sizes", type=int, default=5,
                         help="Mix'n'Match sizes to export, Student and TA included (default 5)")
     parser.add_argument("--n-boot", type=int, default=500,

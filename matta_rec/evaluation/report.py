@@ -458,12 +458,13 @@ def plot_pareto(report: Mapping, path: str) -> str | None:
     return path
 
 
-def plot_curves(curves: Mapping, path: str) -> str | None:
+def plot_curves(curves: Mapping, path: str, label: str = "event") -> str | None:
     """Write the online AucLoss curves of training runs to a PNG.
 
     Args:
         curves: ``{run: {"rows": [...], "levels": {level: [...]}}}``.
         path: the PNG file.
+        label: the label the curves were computed against (for the title).
 
     Returns:
         ``path``, or ``None`` when there is no curve.
@@ -485,7 +486,7 @@ def plot_curves(curves: Mapping, path: str) -> str | None:
                         label=f"{run}: {level}")
     ax.set_xlabel("stream rows")
     ax.set_ylabel("online AucLoss (progressive validation)")
-    ax.set_title("Online AucLoss during training (lower is better)")
+    ax.set_title(f"Online AucLoss during training, label {label} (lower is better)")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -530,7 +531,8 @@ def write_report(report: dict, out_dir: str) -> dict:
     paths: dict[str, str] = {}
     if plot_pareto(report, os.path.join(out_dir, "pareto.png")):
         paths["pareto_png"] = os.path.join(out_dir, "pareto.png")
-    if plot_curves(report["curves"], os.path.join(out_dir, "online_auc_loss.png")):
+    if plot_curves(report["curves"], os.path.join(out_dir, "online_auc_loss.png"),
+                   _label_key(report)):
         paths["online_curves_png"] = os.path.join(out_dir, "online_auc_loss.png")
     rel = {k: os.path.basename(v) for k, v in paths.items()}
     report["plots"] = rel
