@@ -27,10 +27,15 @@ def test_default_config_outputs_one_logit_per_level(schema_stats):
     schema, stats = schema_stats
     model = NestedRelevanceModel(schema, stats)
     out = model(make_batch(6))
-    assert list(out) == ["student", "ta"]
+    assert list(out) == ["student", "ta"] and model.levels == ("student", "ta")
     for logit in out.values():
         assert logit.shape == (6,) and logit.dtype == tf.float32
     assert not np.allclose(out["student"], out["ta"])
+    # Preprocessing can run outside the model (e.g. in tf.data).
+    batch = make_batch(6)
+    processed = model.preprocessor(batch)
+    for name, logit in zip(model.levels, model.logits_from_processed(processed)):
+        np.testing.assert_allclose(logit, model(batch)[name], rtol=1e-6)
     # Defaults: Student d 8, TA d 16, TA runs one extra GAU block.
     arch = model.architecture
     assert arch["d_model"] == [8, 16]
