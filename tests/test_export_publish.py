@@ -137,3 +137,36 @@ def test_killed_export_leaves_no_partial_version(tmp_path):
     # The next export cleans the dead process's temporary up.
     publish_version(target, _write_files)
     assert os.listdir(base) == ["1"]
+
+
+def test_overwrite_swaps_atomically_on_linux(tmp_path, monkeypatch):
+    import matta_rec.export.publish as publish
+
+    target = os.path.join(tmp_path, "m", "2")
+    publish_version(target, _write_files)
+    calls = []
+    real = publish._exchange
+
+    def spy(a, b):
+        ok = real(a, b)
+        calls.append(ok)
+        if ok:  # at the moment of the swap, the version is complete and present
+            assert open(os.path.join(b, "saved_model.pb")).read() == "v2"
+        return ok
+
+    def v2(tmp):
+        with open(os.path.join(tmp, "saved_model.pb"), "w") as f:
+            f.write("v2")
+
+    monkeypatch.setattr(publish, "_exchange", spy)
+    publish_version(target, v2, overwrite=True)
+    assert calls, "the exchange path was not tried"
+    if sys.platform.startswith("linux"):
+        assert calls == [True]
+    assert os.listdir(target) == ["saved_model.pb"]
+    assert os.listdir(os.path.dirname(target)) == ["2"]
+    # The fallback (no renameat2) gives the same result.
+    monkeypatch.setattr(publish, "_exchange", lambda a, b: False)
+    publish_version(target, _write_files, overwrite=True)
+    assert sorted(os.listdir(target)) == ["saved_model.pb", "variables"]
+    assert os.listdir(os.path.dirname(target)) == ["2"]

@@ -77,6 +77,28 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+def _exchange(a: str, b: str) -> bool:
+    """Atomically swap two existing paths (Linux ``renameat2(RENAME_EXCHANGE)``).
+
+    Returns False where the call is unavailable (other OS, old kernel or
+    file system), so the caller can fall back to two renames.
+    """
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    result = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
+    return result == 0
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -116,8 +138,10 @@ def publish_version(
         version_dir: ``EXPORT_BASE/<model>/<integer version>``.
         write: ``write(tmp_dir)`` fills a fresh temporary directory with the
             complete version (it must not rename or delete ``tmp_dir``).
-        overwrite: replace an existing version.  The old directory is moved
-            aside and deleted after the new one is in place.
+        overwrite: replace an existing version.  On Linux the new and old
+            directories are swapped atomically (``renameat2`` with
+            ``RENAME_EXCHANGE``); elsewhere the old one is first renamed aside.
+            The old directory is deleted once the new one is in place.
 
     Returns:
         The absolute path of the published version directory.
@@ -142,15 +166,20 @@ def publish_version(
         write(tmp)
         fsync_tree(tmp)
         old = None
-        if os.path.exists(version_dir):
-            old = os.path.join(model_dir, f".{version}{_OLD_MARK}{tag}")
-            os.rename(version_dir, old)
-        try:
-            os.rename(tmp, version_dir)
-        except BaseException:
-            if old is not None:
-                os.rename(old, version_dir)
-            raise
+        if os.path.exists(version_dir) and _exchange(tmp, version_dir):
+            # Swapped in one step: TF Serving never sees the version missing;
+            # tmp now holds the old version.
+            old = tmp
+        else:
+            if os.path.exists(version_dir):
+                old = os.path.join(model_dir, f".{version}{_OLD_MARK}{tag}")
+                os.rename(version_dir, old)
+            try:
+                os.rename(tmp, version_dir)
+            except BaseException:
+                if old is not None:
+                    os.rename(old, version_dir)
+                raise
         _fsync_dir(model_dir)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
