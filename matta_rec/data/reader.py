@@ -61,6 +61,7 @@ __all__ = ["LogStream", "StreamPosition", "FollowOptions", "StreamReport", "Quar
 logger = logging.getLogger(__name__)
 
 AUTOTUNE = -1
+_GROUP_ROWS = 1 << 13  # rows handed to tf.data per from_generator element
 _GLOB_CHARS = set("*?[")
 
 
@@ -466,7 +467,8 @@ class LogStream:
 
     def iter_numpy_with_position(self) -> Iterator[tuple[dict, dict, int]]:
         """Like :meth:`iter_numpy` with ``rows_end`` as a third item."""
-        yield from self._generate(strings="str")
+        for features, labels, rows_end in self._generate(strings="str"):
+            yield features, labels, int(rows_end[0])
 
     def dataset(self, with_position: bool = False):
         """The batches as a prefetching ``tf.data.Dataset``.
@@ -493,13 +495,29 @@ class LogStream:
             signature[2],
         )
 
-        def generator():
-            for features, labels, rows_end in self._generate(strings="bytes"):
-                yield features, labels, np.int64(rows_end)
+        # The generator hands over groups of whole batches ([k, batch, ...]) so
+        # that the per-element cost of from_generator is paid once per group;
+        # unbatch() then splits them back into batches in C++.
+        group = max(1, _GROUP_ROWS // self.batch_size)
 
-        ds = tf.data.Dataset.from_generator(generator, output_signature=signature)
+        def generator():
+            for features, labels, rows_end in self._generate(strings="bytes", group=group):
+                k = len(rows_end)
+                out = (
+                    {n: v.reshape((k, -1) + v.shape[1:]) for n, v in features.items()},
+                    {n: v.reshape(k, -1) for n, v in labels.items()},
+                )
+                yield out + (rows_end,) if with_position else out
+
+        grouped = tuple(
+            {n: tf.TensorSpec((None,) + tuple(spec.shape), spec.dtype) for n, spec in part.items()}
+            if isinstance(part, dict)
+            else tf.TensorSpec((None,), part.dtype)
+            for part in signature
+        )
         if not with_position:
-            ds = ds.map(lambda f, l, r: (f, l), num_parallel_calls=None)
+            grouped = grouped[:2]
+        ds = tf.data.Dataset.from_generator(generator, output_signature=grouped).unbatch()
         if self.prefetch:
             ds = ds.prefetch(self.prefetch)
         return ds
@@ -702,8 +720,13 @@ class LogStream:
             stop.set()
             thread.join(timeout=5.0)
 
-    def _generate(self, strings: str) -> Iterator[tuple[dict, dict, int]]:
-        """The batching loop shared by :meth:`iter_numpy` and :meth:`dataset`."""
+    def _generate(self, strings: str, group: int = 1) -> Iterator[tuple[dict, dict, np.ndarray]]:
+        """The batching loop shared by :meth:`iter_numpy` and :meth:`dataset`.
+
+        Yields ``(features, labels, rows_end)`` holding ``k <= group`` whole
+        batches back to back (only batches already buffered are grouped, so
+        nothing waits for more data); ``rows_end`` is int64 ``[k]``.
+        """
         start = self.start
         with self._lock:
             self._segments = []
@@ -718,14 +741,15 @@ class LogStream:
         queued = 0  # rows added to the buffer by this iteration
         hit_limit = False
 
-        def batch(n: int):
+        def batch(n: int, k: int = 1):
             nonlocal emitted, session
-            cols = buffer.take(n)
+            cols = buffer.take(n * k)
+            rows_end = emitted + n * np.arange(1, k + 1, dtype=np.int64)
             emitted += cols.num_rows
             session += cols.num_rows
             with self._lock:
                 self._report.rows_read = session
-            return cols.features, cols.labels, emitted
+            return cols.features, cols.labels, rows_end
 
         shards = self._shards(strings, stop)
         try:
@@ -749,7 +773,7 @@ class LogStream:
                 buffer.add(piece)
                 queued += piece.num_rows
                 while buffer.rows >= self.batch_size:
-                    yield batch(self.batch_size)
+                    yield batch(self.batch_size, min(group, buffer.rows // self.batch_size))
                 if limit is not None and queued >= limit:
                     hit_limit = True
                     break
