@@ -384,3 +384,23 @@ def test_memory_is_bounded_by_read_ahead(tmp_path, monkeypatch):
     # the shard being delivered + one in the queue + one waiting to be queued
     assert len(calls) <= 3, len(calls)
     assert len(list(it)) == 11 and len(calls) == 12
+
+
+def test_tfrecord_protos_parse_with_protobuf(tmp_path):
+    """The hand-encoded tf.Example bytes are what protobuf itself reads."""
+    import tensorflow as tf
+
+    cols = lib.columns(3)
+    cols["slot"] = np.array([-5, 2**40, -(2**63)], dtype=np.int64)
+    cols["user_id"] = np.array(["ü-ñ", "", "x" * 300], dtype=object)  # multi-byte, empty, long
+    ages = list(cols["user_age"])
+    ages[1] = None  # a null is a missing feature
+    cols["user_age"] = ages
+    path = write_shard(tmp_path / "a.tfrecord", cols, lib.schema())
+    records = [r.numpy() for r in tf.data.TFRecordDataset(path)]
+    examples = [tf.train.Example.FromString(r).features.feature for r in records]
+    assert [e["slot"].int64_list.value[0] for e in examples] == [-5, 2**40, -(2**63)]
+    assert [e["user_id"].bytes_list.value[0].decode() for e in examples] == ["ü-ñ", "", "x" * 300]
+    assert "user_age" not in examples[1] and examples[0]["user_age"].float_list.value[0] == 20.0
+    np.testing.assert_array_equal(examples[2]["item_vec"].float_list.value, cols["item_vec"][2])
+    assert sorted(examples[0]) == sorted(lib.SCHEMA_DICT["features"]) + ["click", "teacher_prob", "w"]

@@ -270,13 +270,39 @@ def read_csv(path: str, schema: Schema) -> pa.Table:
 _TF_TYPES = {"string": "string", "int64": "int64", "float": "float32", "dense": "float32"}
 
 
+def _record_iterator():
+    """``tf_record_iterator`` without its deprecation notice, or ``None``."""
+    try:
+        from tensorflow.python.lib.io import tf_record
+        from tensorflow.python.util import deprecation
+    except ImportError:  # pragma: no cover - depends on TF internals
+        return None
+    function = getattr(tf_record, "tf_record_iterator", None)
+    if function is None:  # pragma: no cover
+        return None
+
+    def iterate(path):
+        with deprecation.silence():
+            yield from function(path)
+
+    return iterate
+
+
 def _read_records(path: str):
     import tensorflow as tf
 
     batches = []
     try:
-        for batch in tf.data.TFRecordDataset(path, buffer_size=1 << 22).batch(1 << 16):
-            batches.append(batch)
+        iterator = _record_iterator()
+        if iterator is not None:
+            # The C++ record reader (checks every CRC): several times faster per
+            # shard than building a TFRecordDataset pipeline eagerly.
+            records = list(iterator(path))
+            if records:
+                batches.append(tf.constant(records, dtype=tf.string))
+        else:
+            for batch in tf.data.TFRecordDataset(path, buffer_size=1 << 22).batch(1 << 16):
+                batches.append(batch)
     except (tf.errors.DataLossError, tf.errors.OutOfRangeError, tf.errors.InvalidArgumentError) as exc:
         raise DataError(
             f"not a readable TFRecord file: truncated or corrupt ({exc.message})",

@@ -254,34 +254,74 @@ def _write_csv(path: str, prepared: Mapping[str, dict]) -> None:
 
 
 # ------------------------------------------------------------------ tfrecord
+# tf.Example protos are encoded directly (protobuf wire format) rather than
+# built as Python proto objects, which is ~10x faster per row:
+#   Example    { Features features = 1; }
+#   Features   { map<string, Feature> feature = 1; }   (entries: key = 1, value = 2)
+#   Feature    { oneof { BytesList = 1; FloatList = 2; Int64List = 3; } }
+#   *List      { repeated value = 1 [packed for float / int64]; }
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    value &= (1 << 64) - 1  # negative int64 are encoded as 10-byte two's complement
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _field(tag: int, payload: bytes) -> bytes:
+    return bytes([tag]) + _varint(len(payload)) + payload
+
+
+def _entry(name: bytes, feature: bytes) -> bytes:
+    """One ``Features.feature`` map entry, with its ``Features`` field header."""
+    return _field(0x0A, _field(0x0A, name) + _field(0x12, feature))
+
+
+def _float_entries(name: bytes, values: np.ndarray) -> list[bytes]:
+    """Entries for float rows ``[n]`` or ``[n, dim]``: all have the same prefix."""
+    flat = np.ascontiguousarray(values, dtype="<f4").reshape(len(values), -1)
+    dim = flat.shape[1]
+    probe = _entry(name, _field(0x12, _field(0x0A, b"\0" * 4 * dim)))
+    prefix = probe[: len(probe) - 4 * dim]
+    rows = flat.view(np.uint8).reshape(len(values), 4 * dim)
+    return [prefix + row for row in map(bytes, rows)]
+
+
+def _int_entries(name: bytes, values: np.ndarray) -> list[bytes]:
+    return [_entry(name, _field(0x1A, _field(0x0A, _varint(int(v))))) for v in values.tolist()]
+
+
+def _bytes_entries(name: bytes, values) -> list[bytes]:
+    out = []
+    for v in values:
+        data = v if isinstance(v, bytes) else str(v).encode("utf-8")
+        out.append(_entry(name, _field(0x0A, _field(0x0A, data))))
+    return out
+
+
 def _write_tfrecord(path: str, prepared: Mapping[str, dict]) -> None:
     import tensorflow as tf
 
-    train = tf.train
     n = len(next(iter(prepared.values()))["values"]) if prepared else 0
-    builders = []
+    columns = []
     for name, col in prepared.items():
         values, nulls, kind = col["values"], col["nulls"], col["kind"]
-        if kind == "dense":
-            items = [train.Feature(float_list=train.FloatList(value=row)) for row in values.tolist()]
-        elif kind in ("numeric", "label") or values.dtype.kind == "f":
-            items = [train.Feature(float_list=train.FloatList(value=[v])) for v in values.tolist()]
+        key = name.encode("utf-8")
+        if kind in ("dense", "numeric", "label") or values.dtype.kind == "f":
+            entries = _float_entries(key, values)
         elif values.dtype.kind in "iub":
-            items = [train.Feature(int64_list=train.Int64List(value=[int(v)])) for v in values.tolist()]
+            entries = _int_entries(key, values)
         else:
-            items = [
-                train.Feature(
-                    bytes_list=train.BytesList(
-                        value=[v if isinstance(v, bytes) else str(v).encode("utf-8")]
-                    )
-                )
-                for v in values.tolist()
-            ]
-        builders.append((name, items, nulls))
+            entries = _bytes_entries(key, values.tolist())
+        if nulls is not None:  # a null is a feature missing from the Example
+            entries = [b"" if null else e for e, null in zip(entries, nulls.tolist())]
+        columns.append(entries)
     with tf.io.TFRecordWriter(path) as writer:
-        for i in range(n):
-            feature = {
-                name: items[i] for name, items, nulls in builders if nulls is None or not nulls[i]
-            }
-            example = train.Example(features=train.Features(feature=feature))
-            writer.write(example.SerializeToString())
+        for row in zip(*columns) if columns else ():
+            features = b"".join(row)
+            writer.write(_field(0x0A, features))
