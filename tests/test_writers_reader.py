@@ -403,4 +403,4 @@ def test_tfrecord_protos_parse_with_protobuf(tmp_path):
     assert [e["user_id"].bytes_list.value[0].decode() for e in examples] == ["ü-ñ", "", "x" * 300]
     assert "user_age" not in examples[1] and examples[0]["user_age"].float_list.value[0] == 20.0
     np.testing.assert_array_equal(examples[2]["item_vec"].float_list.value, cols["item_vec"][2])
-    assert sorted(examples[0]) == sorted(lib.SCHEMA_DICT["features"]) + ["click", "teacher_prob", "w"]
+    assert sorted(examples[0]) == sorted([*lib.SCHEMA_DICT["features"], "click", "teacher_prob", "w"])
