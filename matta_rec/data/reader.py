@@ -186,7 +186,9 @@ class StreamReport:
     Args:
         shards_read: shards validated and delivered (relative paths).
         rows_read: rows delivered by this stream (not counting rows before
-            ``start``).
+            ``start``). With :meth:`LogStream.dataset` this counts rows
+            handed to ``tf.data``, which may run ahead of the consumer by
+            the prefetch buffer; use ``rows_end`` for what was consumed.
         quarantined: shards set aside by ``skip_bad_shards``.
         stopped_by: ``"end"``, ``"idle_timeout"``, ``"max_rows"``,
             ``"sentinel"``, ``"error"`` or ``None`` while still running.
