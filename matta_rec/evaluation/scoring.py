@@ -475,10 +475,12 @@ def resolve_model(reference: str, schema: Schema | None = None) -> list[ModelHan
             raise MattaError(f"{manifest_path}: not valid JSON ({exc}); re-export") from exc
         entries = _manifest_sizes(manifest, manifest_path)
         prefix = f"{name}/" if name else ""
-        return [
+        handles = [
             _from_manifest_entry(path, size, entry, prefix + size, manifest)
             for size, entry in entries
         ]
+        # Smallest first, so tables and plots read along the size axis.
+        return sorted(handles, key=lambda h: (h.params is None, h.params or 0, h.name))
     versions = _versions(path)
     if versions:
         if level:
