@@ -152,6 +152,12 @@ def test_kill_minus_nine_and_resume_trains_every_row_exactly_once(logs, tmp_path
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not os.path.exists(os.path.join(out, "metrics.json"))  # really died mid-stream
+    crashed = load_run(out)  # no model.keras: rebuilt and restored from the last checkpoint
+    assert crashed.metrics == {} and crashed.config.debug.trained_rows_column == "row_id"
+    from matta_rec.data.reader import LogStream
+
+    features, _ = next(iter(LogStream(logs, crashed.schema, batch_size=4).dataset()))
+    assert set(crashed.model(features)) == {"student", "ta"}
 
     resumed = subprocess.run(cmd + ["--resume"], cwd=ROOT, env=env, capture_output=True, text=True,
                              timeout=300)

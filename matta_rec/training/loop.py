@@ -52,6 +52,7 @@ from matta_rec.training.run_dir import (
     RunPaths,
     build_model,
     example_batch,
+    example_tensors,
     get_optimizer,
     read_json,
     write_json_atomic,
@@ -199,7 +200,7 @@ def _summary(curve: list[dict], levels) -> dict:
 
 
 # ----------------------------------------------------------- evaluation
-def evaluate_holdout(model, stream, levels, batch_fn=None) -> dict:
+def evaluate_holdout(model, stream, levels) -> dict:
     """Exact AUROC / AucLoss / logloss of every head on a (hold-out) stream."""
     import tensorflow as tf
 
@@ -411,16 +412,12 @@ def train_run(
     if first_batch is not None:
         example = example_batch(first_batch[0])
     elif state.get("example"):
-        from matta_rec.training.run_dir import _example_tensors
-
-        example = state["example"]
+        example = state["example"]  # resumed at the end of the stream
     else:
         raise DataError("the training shards hold no rows", file=str(data),
                         fix="check --data and data.holdout_shards")
-    from matta_rec.training.run_dir import _example_tensors
-
     with strategy.scope():
-        model(_example_tensors(example, schema), training=False)
+        model(example_tensors(example, schema), training=False)
         optimizer.build(trainer.trainable_variables)
 
     rows_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="rows_end")

@@ -232,12 +232,10 @@ def restore_latest(paths: RunPaths, config: RunConfig, schema: Schema, stats,
             source=paths.root,
         )
     state = read_json(paths.state(int(latest.rsplit("-", 1)[1])))
-    from matta_rec.data.reader import LogStream  # noqa: F401  (only for the error below)
-
     features = state.get("example")
     if features is None:
         raise ConfigError("the checkpoint state has no example batch to build the model", source=latest)
-    model(_example_tensors(features, schema), training=False)
+    model(example_tensors(features, schema), training=False)
     tf.train.Checkpoint(model=model).restore(latest).expect_partial()
     return model
 
@@ -254,7 +252,8 @@ def example_batch(features: dict, rows: int = 2) -> dict:
     return out
 
 
-def _example_tensors(example: dict, schema: Schema) -> dict:
+def example_tensors(example: dict, schema: Schema) -> dict:
+    """Tensors with the raw dtypes of ``schema`` from :func:`example_batch` output."""
     import numpy as np
     import tensorflow as tf
 
