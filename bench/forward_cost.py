@@ -10,8 +10,9 @@ synthetic logs' schema:
   loss ``BCE(ta)``; gradients with respect to every trainable variable.
 
 Both are ``tf.function`` steps on one fixed batch held in memory (no data
-loading, no optimizer update).  Blocks of ``--steps`` steps alternate between
-the two; the figure is the ratio of the medians of the per-step block means.
+loading, no optimizer update), single-threaded by default (``--threads``).
+Blocks of ``--steps`` steps alternate between the two, ``--repeats`` times;
+the figure is the ratio of the best (least disturbed) per-step block means.
 Wall-clock and process CPU time (all TF threads) are both reported: on a
 shared machine CPU time is the less contaminated figure.  It is reported
 from raw features (the model's own preprocessing,
@@ -21,14 +22,14 @@ features (embeddings onwards: the part nesting changes).  The FLOPs ratio
 for reference.
 
 Usage:
-    .venv/bin/python bench/forward_cost.py [--batch 1024 4096] [--steps 20] [--repeats 5]
+    .venv/bin/python bench/forward_cost.py [--batch 1024 4096] [--steps 5] [--repeats 10]
+        [--threads 1] [--jit]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -97,22 +98,26 @@ def measure(nested, ta_model, features, target, processed_input, steps, repeats,
     for _ in range(repeats):
         matta.append(time_block(matta_step, feats, target, steps))
         ta.append(time_block(ta_step, feats, target, steps))
-    # Medians of wall and of CPU time: ((matta_wall, ta_wall), (matta_cpu, ta_cpu)).
-    return tuple(
-        (statistics.median(m[i] for m in matta), statistics.median(t[i] for t in ta))
-        for i in (0, 1)
-    )
+    # Best block (least disturbed by other processes, as timeit recommends) of
+    # wall and of CPU time: ((matta_wall, ta_wall), (matta_cpu, ta_cpu)).
+    return tuple((min(m[i] for m in matta), min(t[i] for t in ta)) for i in (0, 1))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, nargs="+", default=[1024, 4096])
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--rows", type=int, default=20_000)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="TF intra/inter-op threads (0 = TF default); 1 keeps CPU time "
+                             "comparable on a shared machine")
     parser.add_argument("--jit", action="store_true",
                         help="also time XLA-compiled steps (from preprocessed features)")
     args = parser.parse_args()
+    if args.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
 
     columns, _ = simulate(args.rows, seed=0, days=1)
     schema = SyntheticWorld(0, days=1, rows_hint=args.rows).schema()
@@ -125,7 +130,7 @@ def main() -> None:
     flops_ratio = (infos["student"].flops + infos["ta"].flops) / infos["ta"].flops
 
     print(f"device: {tf.config.list_logical_devices()[0].device_type}, "
-          f"threads: intra={tf.config.threading.get_intra_op_parallelism_threads()}")
+          f"threads: {args.threads or 'TF default'}")
     print(f"schema: {len(schema.features)} features; config: {config}")
     print(f"params: nested {nested.count_params():,}, TA alone {ta_model.count_params():,}, "
           f"Student {infos['student'].params:,}")

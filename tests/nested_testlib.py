@@ -60,7 +60,7 @@ def np_gau(x, gau, level, hidden=None, shared=None):
     def swish(v):
         return v / (1.0 + np.exp(-v))
 
-    h = x / np.sqrt(np.mean(x**2, axis=-1, keepdims=True) + 1e-6) * gau.norm_scale.numpy()[:d]
+    h = x / np.sqrt(np.mean(x**2, axis=-1, keepdims=True) + 1e-6)
     ku, bu = w(gau.u_proj, d, e)
     kv, bv = w(gau.v_proj, d, e)
     kz, bz = w(gau.z_proj, d, s)

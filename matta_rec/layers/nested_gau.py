@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 from matta_rec.layers._nesting import dense_widths, input_widths, level_suffix, level_widths, split_inputs, split_shapes
@@ -19,7 +20,7 @@ class MNestedGAU(keras.layers.Layer):
     (one token per feature field):
 
     ```
-    h   = rms_norm(x_i) * norm_scale[:d_i]                    (optional)
+    h   = x_i / sqrt(mean(x_i ** 2) + 1e-6)                   (optional RMS norm)
     u   = act(h @ W_u[:d_i, :e_i]),  v = act(h @ W_v[:d_i, :e_i])
     z   = act(h @ W_z[:d_i, :s_i])
     q   = z * gamma[0, :s_i] + beta[0, :s_i]                  (scale-offset)
@@ -30,7 +31,9 @@ class MNestedGAU(keras.layers.Layer):
 
     ``e_i`` is the level's expanded (hidden) width and ``s_i`` its shared
     (query/key) dimension; every projection is an :class:`MNestedDense`, so the
-    Student GAU is the top-left slice of the TA GAU (paper Figure 3).
+    Student GAU is the top-left slice of the TA GAU (paper Figure 3).  The RMS
+    norm has no learnt scale: the U / V / Z projections that follow absorb it.
+    ``T`` is the number of tokens (the GAU paper's ``1/n`` scaling).
 
     Args:
         student_units: positive int, expanded width ``e`` of the Student
@@ -44,8 +47,8 @@ class MNestedGAU(keras.layers.Layer):
         intermediate_shared_dims: query/key widths of intermediate levels.
         activation: activation of the U, V and Z projections
             (default ``"swish"`` as in the GAU paper).
-        use_norm: bool, pre-normalise the tokens with an RMS norm whose
-            learnt scale is nested like a bias.
+        use_norm: bool, pre-normalise the tokens with a (parameter-free) RMS
+            norm.
         share_weights: bool, ``False`` gives every level its own weights
             (see :class:`MNestedDense`).
         kernel_initializer: initializer of the projection kernels.
@@ -174,15 +177,9 @@ class MNestedGAU(keras.layers.Layer):
             owners = [self.num_levels - 1]
         else:
             owners = [level for level, s in enumerate(full_shapes) if s is not None]
-        self._norm_scales, self._gammas, self._betas = {}, {}, {}
+        self._gammas, self._betas = {}, {}
         for level in owners:
             suffix = level_suffix(level, self.num_levels)
-            if self.use_norm:
-                self._norm_scales[level] = self.add_weight(
-                    name="norm_scale" + suffix,
-                    shape=(self.model_dims[level],),
-                    initializer="ones",
-                )
             self._gammas[level] = self.add_weight(
                 name="gamma" + suffix,
                 shape=(2, self.shared_dims[level]),
@@ -196,11 +193,6 @@ class MNestedGAU(keras.layers.Layer):
                 name="beta" + suffix, shape=(2, self.shared_dims[level]), initializer="zeros"
             )
         self.built = True
-
-    @property
-    def norm_scale(self):
-        """The TA's RMS-norm scale ``(d_TA,)`` (``None`` without norm)."""
-        return self._norm_scales.get(self.num_levels - 1)
 
     @property
     def gamma(self):
@@ -217,10 +209,6 @@ class MNestedGAU(keras.layers.Layer):
             return params[self.num_levels - 1][..., :width]
         return params[level]
 
-    def level_norm_scale(self, level: int, width: int | None = None):
-        width = self.model_dims[level] if width is None else width
-        return self._level_param(self._norm_scales, level, width)
-
     def level_scale_offset(self, level: int, width: int | None = None):
         """``(gamma, beta)`` of shape ``(2, s)`` that level ``level`` uses."""
         width = self.shared_dims[level] if width is None else width
@@ -231,18 +219,12 @@ class MNestedGAU(keras.layers.Layer):
 
     def call(self, inputs: Any) -> tuple:
         xs, shared = split_inputs(inputs, self.num_levels, self.name)
-        if self.use_norm:
-            if shared and self.share_weights:
-                normed = (self._rms_norm(xs[-1], self.norm_scale),) * self.num_levels
-            else:
-                normed = tuple(
-                    None
-                    if x is None
-                    else self._rms_norm(x, self.level_norm_scale(level, x.shape[-1]))
-                    for level, x in enumerate(xs)
-                )
-        else:
+        if not self.use_norm:
             normed = xs
+        elif shared:
+            normed = (self._rms_norm(xs[-1]),) * self.num_levels
+        else:
+            normed = tuple(None if x is None else self._rms_norm(x) for x in xs)
         proj_in = normed[-1] if shared else normed
         us = self.u_proj(proj_in)
         vs = self.v_proj(proj_in)
@@ -253,21 +235,24 @@ class MNestedGAU(keras.layers.Layer):
                 gated.append(None)
                 continue
             gamma, beta = self.level_scale_offset(level, z.shape[-1])
-            q = ops.add(ops.multiply(z, gamma[0]), beta[0])
-            k = ops.add(ops.multiply(z, gamma[1]), beta[1])
-            length = ops.cast(ops.shape(z)[1], z.dtype)
-            scores = ops.divide(ops.einsum("bts,bus->btu", q, k), length)
-            attention = ops.square(ops.relu(scores))
-            gated.append(ops.multiply(u, ops.einsum("btu,bue->bte", attention, v)))
+            # relu(q k^T / T)^2 with the 1/T folded into the (tiny) scale-offset
+            # parameters: q k^T / T = (q / sqrt(T)) (k / sqrt(T))^T.
+            length = z.shape[1] if z.shape[1] is not None else ops.shape(z)[1]
+            inv_sqrt_t = ops.rsqrt(ops.cast(length, z.dtype))
+            qk = ops.add(
+                ops.multiply(z[..., None, :], ops.multiply(gamma, inv_sqrt_t)),
+                ops.multiply(beta, inv_sqrt_t),
+            )  # (B, T, 2, s): queries and keys
+            q, k = tf.unstack(qk, num=2, axis=-2)
+            attention = ops.square(ops.relu(tf.matmul(q, k, transpose_b=True)))
+            gated.append(ops.multiply(u, tf.matmul(attention, v)))
         outs = self.o_proj(tuple(gated))
-        return tuple(
-            None if o is None else ops.add(x, o) for x, o in zip(xs, outs)
-        )
+        return tuple(None if o is None else ops.add(x, o) for x, o in zip(xs, outs))
 
     @staticmethod
-    def _rms_norm(x, scale):
+    def _rms_norm(x):
         ms = ops.mean(ops.square(x), axis=-1, keepdims=True)
-        return ops.multiply(ops.multiply(x, ops.rsqrt(ops.add(ms, 1e-6))), scale)
+        return ops.multiply(x, ops.rsqrt(ops.add(ms, 1e-6)))
 
     def compute_output_shape(self, input_shape: Any) -> tuple:
         shapes, _ = split_shapes(input_shape, self.num_levels, self.name)

@@ -236,7 +236,6 @@ def count_params(architecture: Mapping, features: Sequence[Mapping], level: int 
         if block["kind"] == "gau":
             e, s = block["units"][level], block["shared_dims"][level]
             total += 2 * (d * e + e) + (d * s + s) + (e * d + d) + 4 * s
-            total += d if options["gau_norm"] else 0
         elif block["kind"] == "cross":
             r = block["projection_dims"][level]
             total += (width * width if r is None else 2 * width * r) + width
