@@ -404,3 +404,18 @@ def test_tfrecord_protos_parse_with_protobuf(tmp_path):
     assert "user_age" not in examples[1] and examples[0]["user_age"].float_list.value[0] == 20.0
     np.testing.assert_array_equal(examples[2]["item_vec"].float_list.value, cols["item_vec"][2])
     assert sorted(examples[0]) == sorted([*lib.SCHEMA_DICT["features"], "click", "teacher_prob", "w"])
+
+
+@pytest.mark.parametrize("fmt", lib.FORMATS)
+def test_dataset_strings_survive_the_arrow_buffer_path(tmp_path, fmt):
+    """Multi-byte, empty and long strings, batches spanning shards and groups."""
+    schema = lib.schema()
+    values = ["ü-ñ", "", "x" * 300, "日本", "a|b"]
+    for i in range(3):
+        cols = lib.columns(7, first_id=7 * i)
+        cols["user_id"] = np.array([values[(j + i) % 5] for j in range(7)], dtype=object)
+        write_shard(tmp_path / f"h={i}" / f"part.{fmt}", cols, schema)
+    stream = LogStream(str(tmp_path), schema, batch_size=3)
+    expected = [f["user_id"].tolist() for f, _ in stream.iter_numpy()]
+    got = [[v.decode() for v in f["user_id"].numpy()] for f, _ in stream.dataset()]
+    assert got == expected and sum(map(len, got)) == 21

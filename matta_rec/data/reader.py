@@ -49,6 +49,7 @@ import time
 from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
+import pyarrow as pa
 
 from matta_rec.data.errors import DataError
 from matta_rec.data.formats import read_shard
@@ -345,10 +346,27 @@ class _Buffer:
             need -= k
         self.rows -= n
         return ShardColumns(
-            {k: np.concatenate([p.features[k] for p in parts]) for k in parts[0].features},
-            {k: np.concatenate([p.labels[k] for p in parts]) for k in parts[0].labels},
+            {k: _concat([p.features[k] for p in parts]) for k in parts[0].features},
+            {k: _concat([p.labels[k] for p in parts]) for k in parts[0].labels},
             n,
         )
+
+
+def _concat(parts: list):
+    if isinstance(parts[0], pa.Array):
+        return pa.concat_arrays(parts)
+    return np.concatenate(parts)
+
+
+def _string_buffers(array: "pa.StringArray") -> tuple[np.ndarray, np.ndarray]:
+    """(UTF-8 bytes of all values as a 0-d object array, int64 offsets [n + 1])."""
+    offsets = np.frombuffer(array.buffers()[1], dtype=np.int32)[
+        array.offset : array.offset + len(array) + 1
+    ].astype(np.int64)
+    data = array.buffers()[2]
+    start, stop = int(offsets[0]), int(offsets[-1])
+    payload = data[start:stop].to_pybytes() if data is not None and stop > start else b""
+    return np.array(payload, dtype=object), offsets - start
 
 
 @dataclasses.dataclass(frozen=True)
@@ -486,40 +504,55 @@ class LogStream:
         """
         import tensorflow as tf
 
-        signature = (
-            self.schema.raw_signature(),
-            {key: tf.TensorSpec((None,), tf.float32, name=key) for key in self.label_keys},
-            tf.TensorSpec((), tf.int64, name="rows_end"),
-        )
-        signature = (
-            {k: tf.TensorSpec(v.shape, v.dtype) for k, v in signature[0].items()},
-            signature[1],
-            signature[2],
-        )
-
-        # The generator hands over groups of whole batches ([k, batch, ...]) so
-        # that the per-element cost of from_generator is paid once per group;
-        # unbatch() then splits them back into batches in C++.
+        raw = self.schema.raw_signature()
+        strings = [name for name, spec in raw.items() if spec.dtype == tf.string]
+        # The generator hands over groups of k whole batches so that the
+        # per-element cost of from_generator is paid once per group. String
+        # columns travel as (UTF-8 buffer, offsets) straight from Arrow, with
+        # no Python object per value, and are cut back into strings in-graph;
+        # unbatch() then splits the group into batches in C++.
         group = max(1, _GROUP_ROWS // self.batch_size)
 
         def generator():
-            for features, labels, rows_end in self._generate(strings="bytes", group=group):
+            for features, labels, rows_end in self._generate(strings="arrow", group=group):
                 k = len(rows_end)
-                out = (
-                    {n: v.reshape((k, -1) + v.shape[1:]) for n, v in features.items()},
-                    {n: v.reshape(k, -1) for n, v in labels.items()},
-                )
-                yield out + (rows_end,) if with_position else out
+                out = {}
+                for name, values in features.items():
+                    if name in strings:
+                        out[name] = _string_buffers(values)
+                    else:
+                        out[name] = values.reshape((k, -1) + values.shape[1:])
+                yield out, {n: v.reshape(k, -1) for n, v in labels.items()}, rows_end
 
-        grouped = tuple(
-            {n: tf.TensorSpec((None,) + tuple(spec.shape), spec.dtype) for n, spec in part.items()}
-            if isinstance(part, dict)
-            else tf.TensorSpec((None,), part.dtype)
-            for part in signature
+        feature_specs = {
+            name: (tf.TensorSpec((), tf.string), tf.TensorSpec((None,), tf.int64))
+            if name in strings
+            else tf.TensorSpec((None, None) + tuple(spec.shape[1:]), spec.dtype)
+            for name, spec in raw.items()
+        }
+        grouped = (
+            feature_specs,
+            {key: tf.TensorSpec((None, None), tf.float32) for key in self.label_keys},
+            tf.TensorSpec((None,), tf.int64),
         )
-        if not with_position:
-            grouped = grouped[:2]
-        ds = tf.data.Dataset.from_generator(generator, output_signature=grouped).unbatch()
+
+        def rebuild(features, labels, rows_end):
+            k = tf.shape(rows_end)[0]
+            out = {}
+            for name in raw:
+                if name in strings:
+                    data, offsets = features[name]
+                    values = tf.strings.substr(data, offsets[:-1], offsets[1:] - offsets[:-1])
+                    out[name] = tf.reshape(values, [k, -1])
+                else:
+                    out[name] = features[name]
+            return (out, labels, rows_end) if with_position else (out, labels)
+
+        ds = (
+            tf.data.Dataset.from_generator(generator, output_signature=grouped)
+            .map(rebuild)
+            .unbatch()
+        )
         if self.prefetch:
             ds = ds.prefetch(self.prefetch)
         return ds
