@@ -127,7 +127,8 @@ def test_gau_student_path_matches_numpy_reference_on_ta_slices():
     np.testing.assert_allclose(ys, np_gau(tokens[..., :4], gau, 0), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(yt, np_gau(tokens, gau, 1), rtol=1e-4, atol=1e-5)
     # The Student reads TA variables: bump one inside its slice.
-    gau.u_proj.kernel.assign(gau.u_proj.kernel + np.pad(np.ones((4, 8)), ((0, 4), (0, 8))).astype("f"))
+    bump = np.pad(np.ones((4, 8)), ((0, 4), (0, 8))).astype("float32")
+    gau.u_proj.kernel.assign(gau.u_proj.kernel + bump)
     assert not np.allclose(gau((tokens[..., :4], tokens))[0], ys)
 
 

@@ -7,7 +7,13 @@ from typing import Any, Sequence
 import keras
 from keras import ops
 
-from matta_rec.layers._nesting import dense_widths, input_widths, level_widths, split_inputs, split_shapes
+from matta_rec.layers._nesting import (
+    dense_widths,
+    input_widths,
+    level_widths,
+    split_inputs,
+    split_shapes,
+)
 from matta_rec.layers.nested_dense import MNestedDense
 
 

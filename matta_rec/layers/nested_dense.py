@@ -7,7 +7,13 @@ from typing import Any, Sequence
 import keras
 from keras import ops
 
-from matta_rec.layers._nesting import input_widths, level_suffix, level_widths, split_inputs, split_shapes
+from matta_rec.layers._nesting import (
+    input_widths,
+    level_suffix,
+    level_widths,
+    split_inputs,
+    split_shapes,
+)
 
 
 @keras.saving.register_keras_serializable(package="matta_rec")

@@ -8,7 +8,14 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from matta_rec.layers._nesting import dense_widths, input_widths, level_suffix, level_widths, split_inputs, split_shapes
+from matta_rec.layers._nesting import (
+    dense_widths,
+    input_widths,
+    level_suffix,
+    level_widths,
+    split_inputs,
+    split_shapes,
+)
 from matta_rec.layers.nested_dense import MNestedDense
 
 
