@@ -8,7 +8,11 @@ from scipy.stats import norm
 from sklearn.metrics import roc_auc_score
 
 from matta_rec.data.errors import MattaError
-from matta_rec.evaluation.bootstrap import bootstrap_auc_losses, paired_bootstrap
+from matta_rec.evaluation.bootstrap import (
+    bootstrap_auc_losses,
+    paired_bootstrap,
+    poisson_weights,
+)
 from matta_rec.evaluation.metrics import auc_loss
 
 
@@ -71,8 +75,7 @@ def test_replicates_are_weighted_aurocs_with_poisson_weights():
     y = np.array([0, 1, 0, 1, 1, 0, 0, 1], dtype=float)
     s = np.array([0.1, 0.8, 0.4, 0.4, 0.9, 0.2, 0.7, 0.3])
     reps = bootstrap_auc_losses(y, {"a": s}, n_boot=20, seed=4)
-    rng = np.random.default_rng(4)
-    w = rng.poisson(1.0, size=(20, 8)).astype(float)
+    w = poisson_weights(np.random.default_rng(4), (20, 8)).astype(float)
     for r in range(20):
         if w[r][y == 1].sum() > 0 and w[r][y == 0].sum() > 0:
             assert reps["a"][r] == pytest.approx(auc_loss(y, s, w[r]), abs=1e-12)
@@ -99,3 +102,12 @@ def test_bad_arguments():
         paired_bootstrap([0, 1], [0.1, 0.2], [0.2, 0.1], level=1.5)
     with pytest.raises(MattaError, match="baseline: 3 scores but 2 labels"):
         paired_bootstrap([0, 1], [0.1, 0.2], [0.2, 0.1, 0.3])
+
+
+def test_poisson_weights_follow_poisson_one():
+    from scipy.stats import poisson
+
+    w = poisson_weights(np.random.default_rng(0), (200, 10_000))
+    freq = np.bincount(w.ravel(), minlength=8)[:8] / w.size
+    assert np.allclose(freq, poisson.pmf(np.arange(8), 1.0), atol=3e-4)
+    assert w.mean() == pytest.approx(1.0, abs=2e-3) and w.var() == pytest.approx(1.0, abs=5e-3)
