@@ -70,7 +70,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="confidence intervals: paired bootstrap (default) or DeLong")
     parser.add_argument("--level", type=_level, default=0.95, help="confidence level (default 0.95)")
     parser.add_argument("--n-boot", type=_positive_int, default=500,
-                        help="bootstrap replicates (default 500)")
+                        help="bootstrap replicates (default 500); the bootstrap costs "
+                             "O(rows x replicates), for many millions of rows --ci delong "
+                             "(O(rows log rows)) is much faster")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     parser.add_argument("--batch-size", type=_positive_int, default=4096,
                         help="rows per scoring call (default 4096)")

@@ -339,6 +339,7 @@ def render_markdown(report: Mapping, plots: Mapping[str, str] | None = None) -> 
             f"* **{entry['name']}**: {entry.get('kind')} `{entry.get('path')}`"
             + (f", version {entry['version']}" if entry.get("version") is not None else "")
             + (f", level {entry['level']}" if entry.get("level") else "")
+            + (f", Mix'n'Match spec `{entry['spec']}`" if entry.get("spec") else "")
             + (f", FLOPs {_fmt(entry.get('flops'), 'int')}" if entry.get("flops") else "")
             + (f", {_fmt(entry.get('size_bytes'), 'int')} bytes on disk"
                if entry.get("size_bytes") else "")

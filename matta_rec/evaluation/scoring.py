@@ -257,6 +257,7 @@ class ModelHandle:
             "kind": self.kind,
             "path": self.path,
             "level": self.level,
+            "spec": self.info.get("spec"),
             "version": self.version,
             "params": self.params,
             "flops": self.flops,
@@ -439,7 +440,7 @@ def resolve_model(reference: str, schema: Schema | None = None) -> list[ModelHan
     Example:
 
     >>> [h.name for h in resolve_model("exports")]
-    ['student', 'wnw:1', 'ta']
+    ['student', 'wnw-1', 'ta']
     """
     ref = str(reference)
     name = None
