@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 from matta_rec.layers._nesting import (
@@ -14,6 +15,24 @@ from matta_rec.layers._nesting import (
     split_inputs,
     split_shapes,
 )
+
+
+def dense_matmul(x, kernel):
+    """``x @ kernel`` over the last axis of ``x`` (any rank >= 2).
+
+    Inputs of rank > 2 are folded into one 2-D matmul (a reshape each way):
+    fewer graph ops than a broadcast batch matmul or ``tensordot``, which
+    matters for the many small matmuls of a nested model.
+    """
+    if len(x.shape) == 2:
+        return tf.matmul(x, kernel)
+    flat = tf.matmul(tf.reshape(x, (-1, x.shape[-1])), kernel)
+    lead = x.shape[:-1]
+    if None in lead[1:]:
+        out_shape = tf.concat([tf.shape(x)[:-1], tf.shape(kernel)[-1:]], axis=0)
+    else:
+        out_shape = (-1, *lead[1:], kernel.shape[-1])
+    return tf.reshape(flat, out_shape)
 
 
 @keras.saving.register_keras_serializable(package="matta_rec")
@@ -227,7 +246,7 @@ class MNestedDense(keras.layers.Layer):
         if shared and self.share_weights:
             # One matmul serves every level: the Student's pre-activation is a
             # prefix of the TA's.
-            y = ops.matmul(xs[-1], self._kernels[self.num_levels - 1])
+            y = dense_matmul(xs[-1], self._kernels[self.num_levels - 1])
             if self.use_bias:
                 y = ops.add(y, self._biases[self.num_levels - 1])
             if self.activation is not None:
@@ -238,7 +257,7 @@ class MNestedDense(keras.layers.Layer):
             if x is None:
                 outputs.append(None)
                 continue
-            y = ops.matmul(x, self.level_kernel(level, x.shape[-1]))
+            y = dense_matmul(x, self.level_kernel(level, x.shape[-1]))
             if self.use_bias:
                 y = ops.add(y, self.level_bias(level))
             if self.activation is not None:
