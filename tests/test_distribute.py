@@ -125,9 +125,12 @@ def test_trainer_fit_under_mirrored_strategy_matches_single_device():
     x, y = batch(n=256, seed=3)
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(64)
     results = {}
+    from matta_rec.training.loop import make_strategy
+
+    # The process-wide MirroredStrategy train_run uses (a second one would
+    # collide with it on collective-op keys).
     for name, strategy in (("single", tf.distribute.get_strategy()),
-                           ("mirrored", tf.distribute.MirroredStrategy(
-                               [d.name for d in tf.config.list_logical_devices("CPU")[:2]]))):
+                           ("mirrored", make_strategy("mirrored"))):
         with strategy.scope():
             model = tiny_nested(seed=5)
             trainer = MatTATrainer(model, {"distill_weight": 0.5})

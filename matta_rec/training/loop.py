@@ -60,6 +60,9 @@ from matta_rec.training.run_dir import (
 
 
 # --------------------------------------------------------------- strategy
+_STRATEGIES: dict = {}
+
+
 def make_strategy(name: str, source: str = "<config>"):
     """The ``tf.distribute`` strategy of ``strategy: default|mirrored|multi_worker``.
 
@@ -70,10 +73,16 @@ def make_strategy(name: str, source: str = "<config>"):
 
     if name == "default":
         return tf.distribute.get_strategy()
+    # One strategy object per kind and process: two MirroredStrategy objects
+    # over the same devices can collide on collective-op instance keys, and
+    # TensorFlow allows one MultiWorkerMirroredStrategy per process.
+    if name in _STRATEGIES:
+        return _STRATEGIES[name]
     if name == "mirrored":
         gpus = tf.config.list_logical_devices("GPU")
         devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
-        return tf.distribute.MirroredStrategy(devices=devices)
+        _STRATEGIES[name] = tf.distribute.MirroredStrategy(devices=devices)
+        return _STRATEGIES[name]
     if name == "multi_worker":
         if not os.environ.get("TF_CONFIG"):
             raise ConfigError(
@@ -83,7 +92,8 @@ def make_strategy(name: str, source: str = "<config>"):
                 source=source,
                 key="strategy",
             )
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        _STRATEGIES[name] = tf.distribute.MultiWorkerMirroredStrategy()
+        return _STRATEGIES[name]
     raise ConfigError(f"unknown strategy {name!r}", source=source, key="strategy")
 
 
