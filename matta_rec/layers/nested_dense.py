@@ -220,7 +220,10 @@ class MNestedDense(keras.layers.Layer):
                     f"Layer '{self.name}': input width {m} exceeds the TA input width "
                     f"{self.input_dims[-1]}."
                 )
-            return self._kernels[self.num_levels - 1][:m, :n]
+            kernel = self._kernels[self.num_levels - 1]
+            if (m, n) == tuple(kernel.shape):
+                return kernel  # the TA (or a one-level layer): no slice op
+            return kernel[:m, :n]
         if level not in self._kernels:
             raise ValueError(
                 f"Layer '{self.name}' has independent weights per level and level "
@@ -238,7 +241,9 @@ class MNestedDense(keras.layers.Layer):
         if not self.use_bias:
             return None
         if self.share_weights:
-            return self._biases[self.num_levels - 1][: self.units[level]]
+            bias = self._biases[self.num_levels - 1]
+            n = self.units[level]
+            return bias if n == bias.shape[0] else bias[:n]
         return self._biases[level]
 
     def call(self, inputs: Any) -> tuple:

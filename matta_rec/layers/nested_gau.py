@@ -213,7 +213,8 @@ class MNestedGAU(keras.layers.Layer):
 
     def _level_param(self, params: dict, level: int, width: int):
         if self.share_weights:
-            return params[self.num_levels - 1][..., :width]
+            param = params[self.num_levels - 1]
+            return param if width == param.shape[-1] else param[..., :width]
         return params[level]
 
     def level_scale_offset(self, level: int, width: int | None = None):
