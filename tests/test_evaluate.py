@@ -239,3 +239,12 @@ def test_cli_evaluate_prints_table_and_writes_report(data, models, tmp_path, cap
                  "--baseline", models["weak"]])
     assert code == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_default_names_are_made_unique_with_parent_folders(models, tmp_path):
+    for run in ("a", "b"):
+        _export_plain_keras(tmp_path / run / "seed-0" / "1", 1.0, 0.0)
+    names = [h.name for h in resolve_models([
+        str(tmp_path / "a" / "seed-0"), str(tmp_path / "b" / "seed-0"),
+        f"x={models['good']}", f"x={models['weak']}"])]
+    assert names == ["a/seed-0", "b/seed-0", "x", "x-2"]

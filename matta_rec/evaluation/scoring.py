@@ -205,13 +205,14 @@ class ModelHandle:
         self._inputs = {name: (name, spec.dtype) for name, spec in raw.items()}
         level = self.level
 
-        @tf.function(reduce_retracing=True)
-        def call(**features):
+        # One trace per model: the raw signature has a dynamic batch dimension.
+        @tf.function(input_signature=[raw])
+        def call(features):
             out = model(features, training=False)
             logit = out[level] if isinstance(out, Mapping) else out
             return {"logit": tf.reshape(tf.cast(logit, tf.float32), [-1])}
 
-        self._fn = call
+        self._fn = lambda **features: call(features)
         self._output = "logit"
         if self.params is None:
             self.params = _run_level_params(model, level)
@@ -505,8 +506,28 @@ def resolve_model(reference: str, schema: Schema | None = None) -> list[ModelHan
     )
 
 
+def _explicit_name(reference: str) -> bool:
+    match = re.match(r"^([A-Za-z0-9_.:+-]+)=(.+)$", str(reference))
+    return bool(match) and not os.path.exists(str(reference))
+
+
+def _longer_name(handle: ModelHandle, parts: int) -> str:
+    """The handle's name prefixed by ``parts`` parent folders of its model."""
+    path = os.path.normpath(handle.path)
+    if handle.kind == "savedmodel" and handle.version is not None:
+        path = os.path.dirname(path)  # drop the version folder
+    tail = path.split(os.sep)[-(parts + 1):-1]
+    suffix = handle.name.rsplit("#", 1)
+    name = os.path.basename(path) + (f"#{suffix[1]}" if len(suffix) == 2 else "")
+    return "/".join(tail + [name])
+
+
 def resolve_models(references: Sequence[str], schema: Schema | None = None) -> list[ModelHandle]:
-    """Resolve several references; names are made unique (``name``, ``name-2``...).
+    """Resolve several references and make the names unique.
+
+    Names given as ``NAME=`` are kept.  Default names that collide (e.g. two
+    runs both called ``seed-0``) get their parent folders prepended
+    (``shampoo_only/seed-0``); a name that is still taken gets ``-2``, ``-3``...
 
     Args:
         references: model references (see :func:`resolve_model`).
@@ -514,20 +535,29 @@ def resolve_models(references: Sequence[str], schema: Schema | None = None) -> l
 
     Example:
 
-    >>> [h.name for h in resolve_models(["a=exports/student", "exports/student"])]
-    ['a', 'student']
+    >>> [h.name for h in resolve_models(["runs/a/seed-0", "runs/b/seed-0"])]
+    ['a/seed-0', 'b/seed-0']
     """
-    out: list[ModelHandle] = []
-    seen: dict[str, int] = {}
+    out: list[tuple[ModelHandle, bool]] = []
     for ref in references:
-        for handle in resolve_model(ref, schema):
-            base = handle.name
-            count = seen.get(base, 0) + 1
-            seen[base] = count
-            if count > 1:
-                handle.name = f"{base}-{count}"
-            out.append(handle)
-    return out
+        explicit = _explicit_name(ref)
+        out.extend((handle, explicit) for handle in resolve_model(ref, schema))
+    for parts in (1, 2, 3):
+        counts: dict[str, int] = {}
+        for handle, _ in out:
+            counts[handle.name] = counts.get(handle.name, 0) + 1
+        clashing = [(h, e) for h, e in out if counts[h.name] > 1 and not e]
+        if not clashing:
+            break
+        for handle, _ in clashing:
+            handle.name = _longer_name(handle, parts)
+    seen: dict[str, int] = {}
+    for handle, _ in out:
+        count = seen.get(handle.name, 0) + 1
+        seen[handle.name] = count
+        if count > 1:
+            handle.name = f"{handle.name}-{count}"
+    return [handle for handle, _ in out]
 
 
 # ----------------------------------------------------------------- scoring
