@@ -81,12 +81,12 @@ def _mean_std(values):
     return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
 
 
-def summarise(results, seeds):
+def summarise(results, seeds, arm="matta"):
     rows = []
     rel = []
     for seed in seeds:
         s = next(r for r in results if r["seed"] == seed and r["mode"] == "student")
-        m = next(r for r in results if r["seed"] == seed and r["mode"] == "matta")
+        m = next(r for r in results if r["seed"] == seed and r["mode"] == arm)
         change = (m["student_auc_loss_event"] - s["student_auc_loss_event"]) / s["student_auc_loss_event"]
         rel.append(change)
         rows.append((seed, s["student_auc_loss_event"], m["student_auc_loss_event"],
@@ -150,6 +150,9 @@ def main(argv=None) -> int:
                         help="run config shared by both modes")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
                         help="model seeds (>= 3 for the reported figure)")
+    parser.add_argument("--modes", nargs="+", default=["student", "matta"],
+                        help="modes to train per seed; 'student' is the baseline every other "
+                             "mode is compared with (e.g. add matta_no_sharing)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="config override applied to both modes (repeatable)")
     parser.add_argument("--out", default=os.path.join(ROOT, "runs", "bench_matta_gain"),
@@ -176,14 +179,19 @@ def main(argv=None) -> int:
     os.makedirs(args.out)
     results = []
     for seed in args.seeds:
-        for mode in ("student", "matta"):
+        for mode in args.modes:
             res = _one(args.config, args.data, schema, os.path.join(args.out, f"{mode}-seed{seed}"),
                        mode, seed, overrides)
             results.append(res)
             print(f"seed {seed} {mode:8s} Student AucLoss (held-out events) "
                   f"{res['student_auc_loss_event']:.5f}  ({res['rows_trained']} rows, "
                   f"{res['rows_per_s']:.0f} rows/s)", flush=True)
-    summary = summarise(results, args.seeds)
+    if "student" not in args.modes or len(args.modes) < 2:
+        raise SystemExit("--modes needs 'student' (the baseline) and at least one other mode")
+    arms = [m for m in args.modes if m != "student"]
+    summary = summarise(results, args.seeds, arms[0])
+    summary["arm"] = arms[0]
+    summary["other_arms"] = {m: summarise(results, args.seeds, m) for m in arms[1:]}
     summary.update({
         "data": os.path.relpath(os.path.abspath(args.data), ROOT),
         "shards": len(shards),
@@ -199,6 +207,8 @@ def main(argv=None) -> int:
         json.dump(summary, handle, indent=2)
     print()
     print(table(summary))
+    for name, other in summary["other_arms"].items():
+        print(f"\n{name}:\n" + table(other))
     print(f"\nMatTA Student vs Student alone, AucLoss on held-out events: "
           f"{100 * summary['relative_change_mean']:+.2f}% mean over {len(args.seeds)} seeds "
           f"(sd {100 * summary['relative_change_std']:.2f}%); Teacher AucLoss "
