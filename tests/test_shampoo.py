@@ -247,16 +247,26 @@ def test_zero_huge_and_rank_deficient_gradients_keep_weights_finite(grafting):
         assert np.all(np.isfinite(root.numpy()))
 
 
-def test_nan_gradient_is_skipped_and_counted():
-    opt = Shampoo(learning_rate=0.1, preconditioning_frequency=1, start_preconditioning_step=0)
-    w0 = rand((4, 3), 0)
+@pytest.mark.parametrize("grafting", ["adam", "sgd"])
+def test_nan_gradient_is_replaced_by_zeros_and_counted(grafting):
+    kw = dict(learning_rate=0.1, grafting=grafting, preconditioning_frequency=1, start_preconditioning_step=0)
+    w0, g1 = rand((4, 3), 0), rand((4, 3), 1)
+    bad = rand((4, 3), 2)
+    bad[1, 1] = np.nan
+    opt = Shampoo(**kw)
     w = keras.Variable(w0)
-    g = rand((4, 3), 1)
-    g[1, 1] = np.nan
-    opt.apply([tf.constant(g)], [w])
-    np.testing.assert_array_equal(w.numpy(), w0)
-    assert opt.diagnostics()["shampoo_skipped_updates"] == 1
-    assert np.all(np.isfinite(opt._momentums[0].numpy()))
+    b = keras.Variable(w0[0])
+    opt.apply([tf.constant(g1), tf.constant(g1[0])], [w, b])
+    opt.apply([tf.constant(bad), tf.constant(bad[1])], [w, b])
+    assert opt.diagnostics()["shampoo_skipped_updates"] == 2
+    # Same as a zero gradient at that step.
+    twin = Shampoo(**kw)
+    w2, b2 = keras.Variable(w0), keras.Variable(w0[0])
+    twin.apply([tf.constant(g1), tf.constant(g1[0])], [w2, b2])
+    twin.apply([tf.zeros((4, 3)), tf.zeros((3,))], [w2, b2])
+    np.testing.assert_array_equal(w.numpy(), w2.numpy())
+    np.testing.assert_array_equal(b.numpy(), b2.numpy())
+    assert np.all(np.isfinite(w.numpy())) and np.all(np.isfinite(opt._stats_left[0].numpy()))
 
 
 def test_failed_root_keeps_previous_preconditioner_and_counts():
@@ -306,15 +316,17 @@ def test_newton_roots_train_like_eigh():
 
 
 def test_embedding_tables_and_sparse_gradients():
-    table = keras.Variable(rand((50, 4), 0), name="embedding_table")
+    table = keras.Variable(rand((50, 4), 0), name="user_id_table")
     opt = Shampoo(learning_rate=0.1, start_preconditioning_step=0, preconditioning_frequency=1)
     opt.build([table])
     assert opt.plan_for(table).diagonal and opt._stats_right[0] is None
+    assert not opt.plan_for(keras.Variable(rand((50, 4), 0), name="tables_kernel")).diagonal
+    assert not Shampoo(embedding_pattern=None).plan_for(table).diagonal
     one_sided = Shampoo(learning_rate=0.1, start_preconditioning_step=0, preconditioning_frequency=1,
                         large_dim_policy="one_sided")
     dense_twin = Shampoo(**one_sided.get_config())
     sparse = tf.IndexedSlices(tf.constant(rand((3, 4), 1)), tf.constant([3, 7, 3]), tf.constant([50, 4]))
-    t1, t2 = keras.Variable(table.numpy(), name="embedding_a"), keras.Variable(table.numpy(), name="embedding_b")
+    t1, t2 = keras.Variable(table.numpy(), name="embeddings"), keras.Variable(table.numpy(), name="a_table")
     one_sided.apply([sparse], [t1])
     dense_twin.apply([tf.convert_to_tensor(sparse)], [t2])
     assert one_sided._stats_left[0] is None and one_sided._stats_right[0] is not None
@@ -343,6 +355,7 @@ def test_config_round_trip_and_validation():
         (dict(exponent_override=-1), "exponent_override"),
         (dict(large_dim_policy="drop"), "large_dim_policy"),
         (dict(start_preconditioning_step=-1), "start_preconditioning_step"),
+        (dict(embedding_pattern="("), "embedding_pattern"),
     ]:
         with pytest.raises(ValueError, match=message):
             Shampoo(**bad)
@@ -358,7 +371,8 @@ def test_get_maps_names_and_configs():
     assert s.block_size == 32 and float(s.learning_rate.numpy()) == 0.5
     assert get(s) is s
     with pytest.raises(ConfigError, match="Unknown optimizer"):
-        get("lamb")
+        get("no_such_optimizer")
+    assert isinstance(get("nadam"), keras.optimizers.Nadam)
     with pytest.raises(ConfigError, match="block_size"):
         get({"name": "shampoo", "block_size": 0})
 

@@ -28,7 +28,8 @@ def get(name_or_config, **kwargs):
     """Builds an optimizer from a name, a config mapping or an instance.
 
     Args:
-        name_or_config: one of `OPTIMIZERS` (case-insensitive), a mapping
+        name_or_config: one of `OPTIMIZERS` (case-insensitive) or another
+            name `keras.optimizers.get` knows, a mapping
             `{"name": <name>, **arguments}`, a Keras-style mapping
             `{"class_name": <name>, "config": {...}}`, or an optimizer
             instance (returned as is).
@@ -70,14 +71,22 @@ def get(name_or_config, **kwargs):
     key = name.lower()
     if key.startswith("matta_rec>"):
         key = key.split(">", 1)[1]
-    if key not in OPTIMIZERS:
-        raise ConfigError(
-            f"Unknown optimizer {name!r}; expected one of {sorted(OPTIMIZERS)}.", key="optimizer.name"
-        )
     arguments.update(kwargs)
     if "learning_rate" in arguments and isinstance(arguments["learning_rate"], int):
         arguments["learning_rate"] = float(arguments["learning_rate"])
+    if key not in OPTIMIZERS:
+        # Any other optimizer Keras knows by name (nadam, lamb, lion, ...).
+        try:
+            cls = keras.optimizers.get(name).__class__
+        except ValueError:
+            raise ConfigError(
+                f"Unknown optimizer {name!r}; expected one of {sorted(OPTIMIZERS)} "
+                "or another keras.optimizers name.",
+                key="optimizer.name",
+            ) from None
+    else:
+        cls = OPTIMIZERS[key]
     try:
-        return OPTIMIZERS[key](**arguments)
+        return cls(**arguments)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"Bad arguments for optimizer {name!r}: {e}", key="optimizer") from e

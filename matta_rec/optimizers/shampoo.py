@@ -65,13 +65,15 @@ class Shampoo(keras.optimizers.Optimizer):
        decay (`weight_decay`) is decoupled, applied by the base class.
 
     Variables of rank <= 1 (biases, scales), variables whose every side is
-    too long (or one side, with `large_dim_policy="diagonal"`) and, with
-    `treat_embeddings_as_large=True`, embedding tables (a path containing
-    "embedding") take the grafted diagonal step `A(D)`. Sparse gradients
+    too long (or one side, with `large_dim_policy="diagonal"`) and embedding
+    tables (a variable name matching `embedding_pattern`) take the grafted
+    diagonal step `A(D)`. Sparse gradients
     (`tf.IndexedSlices`) are densified, as `keras.optimizers.Adam` does.
 
-    A gradient with a NaN / inf leaves the variable and its state unchanged
-    and increments `skipped_updates`; a non-finite update is never applied.
+    A gradient with a NaN / inf is replaced by zeros (the step then follows
+    the momentum only) and increments `skipped_updates`; a non-finite update
+    is never applied (also counted); a statistic that would overflow is not
+    accumulated (counted).
 
     Args:
         learning_rate: float, `LearningRateSchedule` or callable. Defaults to
@@ -105,8 +107,13 @@ class Shampoo(keras.optimizers.Optimizer):
             or `"one_sided"` (precondition the other side only) for variables
             with a side longer than `max_preconditioner_dim`. Defaults to
             `"diagonal"`.
-        treat_embeddings_as_large: treat the first dimension of embedding
-            tables as too long. Defaults to `True`.
+        embedding_pattern: regular expression; variables whose name (last
+            path component) matches it are embedding tables: their first
+            (vocabulary) dimension is treated as too long, so they follow
+            `large_dim_policy` (row-sparse gradients keep per-row Adam step
+            sizes on the diagonal path). `None` disables it. Defaults to
+            `r"(embeddings?|_table)$"` (Keras `Embedding` layers and
+            `matta_rec` feature tables).
         diagonal_variables: list of regular expressions; variables whose
             path matches one take the grafted diagonal step. Defaults to
             `None`.
@@ -147,7 +154,7 @@ class Shampoo(keras.optimizers.Optimizer):
         weight_decay=None,
         max_preconditioner_dim=4096,
         large_dim_policy="diagonal",
-        treat_embeddings_as_large=True,
+        embedding_pattern=r"(embeddings?|_table)$",
         diagonal_variables=None,
         root_method="eigh",
         clipnorm=None,
@@ -223,6 +230,14 @@ class Shampoo(keras.optimizers.Optimizer):
                 "`root_method='newton'` needs an integer `exponent_override`. "
                 f"Received: exponent_override={exponent_override}"
             )
+        if embedding_pattern is not None:
+            try:
+                re.compile(embedding_pattern)
+            except (re.error, TypeError) as e:
+                raise ValueError(
+                    f"`embedding_pattern` must be a regular expression or None. "
+                    f"Received: embedding_pattern={embedding_pattern!r} ({e})"
+                ) from None
         if diagonal_variables is not None and (
             isinstance(diagonal_variables, str) or not all(isinstance(p, str) for p in diagonal_variables)
         ):
@@ -244,7 +259,7 @@ class Shampoo(keras.optimizers.Optimizer):
         self.nesterov = bool(nesterov)
         self.max_preconditioner_dim = max_preconditioner_dim
         self.large_dim_policy = large_dim_policy
-        self.treat_embeddings_as_large = bool(treat_embeddings_as_large)
+        self.embedding_pattern = embedding_pattern
         self.diagonal_variables = list(diagonal_variables) if diagonal_variables else []
         self.root_method = root_method
 
@@ -266,7 +281,7 @@ class Shampoo(keras.optimizers.Optimizer):
                 "nesterov": self.nesterov,
                 "max_preconditioner_dim": self.max_preconditioner_dim,
                 "large_dim_policy": self.large_dim_policy,
-                "treat_embeddings_as_large": self.treat_embeddings_as_large,
+                "embedding_pattern": self.embedding_pattern,
                 "diagonal_variables": list(self.diagonal_variables),
                 "root_method": self.root_method,
             }
@@ -283,7 +298,8 @@ class Shampoo(keras.optimizers.Optimizer):
         path = self._variable_path(variable)
         if any(re.search(p, path) for p in self.diagonal_variables):
             return make_plan((), self.block_size, self.max_preconditioner_dim)
-        embedding = self.treat_embeddings_as_large and "embedding" in path.lower()
+        name = path.rsplit("/", 1)[-1]
+        embedding = self.embedding_pattern is not None and re.search(self.embedding_pattern, name) is not None
         return make_plan(
             tuple(variable.shape),
             self.block_size,
@@ -369,84 +385,109 @@ class Shampoo(keras.optimizers.Optimizer):
 
     # ----------------------------------------------------------------- update
 
+    def _backend_update_step(self, grads, trainable_variables, learning_rate):
+        # The scalars every variable's update needs (bias corrections, step
+        # gates) are computed once per step here rather than once per
+        # variable: on CPU the per-variable update is dominated by the number
+        # of ops, not their size. They travel to `update_step` in place of the
+        # learning rate (through `tf.distribute` like the learning rate does).
+        return super()._backend_update_step(grads, trainable_variables, self._step_scalars(learning_rate))
+
+    def _step_scalars(self, learning_rate):
+        it = tf.cast(tf.convert_to_tensor(self.iterations), tf.int64)
+        t = tf.cast(it + 1, tf.float32)
+        lr = tf.cast(learning_rate, tf.float32)
+        if self.beta1 > 0:
+            b1 = tf.constant(self.beta1, tf.float32)
+            scale = 1.0 / (1.0 - tf.pow(b1, t + 1.0 if self.nesterov else t))
+        else:
+            scale = tf.constant(1.0, tf.float32)
+        graft_scale = scale
+        if self.grafting == "adam":
+            graft_scale = scale * tf.sqrt(1.0 - tf.pow(tf.constant(self.grafting_beta2, tf.float32), t))
+        start, pf, sf = self.start_preconditioning_step, self.preconditioning_frequency, self.statistics_frequency
+        scalars = {
+            "learning_rate": lr,
+            "scale": scale,
+            "graft_scale": graft_scale,
+            "diagonal_lr": lr * graft_scale,
+            "statistics_due": tf.equal(it % sf, 0),
+            "roots_due": tf.logical_and(it >= start, tf.equal((it - start) % pf, 0)),
+            "preconditioning": it >= start,
+        }
+        if self.beta2 < 1.0:
+            # Bias correction of the statistics: number of updates so far.
+            count = tf.cast(it // sf + 1, tf.float32)
+            scalars["statistics_correction"] = 1.0 - tf.pow(tf.constant(self.beta2, tf.float32), count)
+        return scalars
+
     def update_step(self, gradient, variable, learning_rate):
+        if not isinstance(learning_rate, dict):
+            learning_rate = self._step_scalars(learning_rate)
         if isinstance(gradient, tf.IndexedSlices):
             gradient = tf.convert_to_tensor(gradient)
         i = self._get_variable_index(variable)
-        compute_dtype = tf.float32 if variable.dtype in ("float16", "bfloat16") else tf.as_dtype(variable.dtype)
-        g = tf.cast(gradient, compute_dtype)
-        finite = tf.reduce_all(tf.math.is_finite(g))
+        dtype = tf.float32 if variable.dtype in ("float16", "bfloat16") else tf.as_dtype(variable.dtype)
+        scalars = {
+            k: (tf.cast(v, dtype) if v.dtype.is_floating and v.dtype != dtype else v) for k, v in learning_rate.items()
+        }
+        g = tf.cast(gradient, dtype)
+        # A gradient with a NaN / inf is replaced by zeros and counted. One
+        # reduction (NaN / inf propagate into the sum) and a select: cheaper
+        # on CPU than a `tf.cond` around the whole update.
+        finite = tf.math.is_finite(tf.reduce_sum(g))
+        g = tf.where(finite, g, tf.zeros_like(g))
+        self.skipped_updates.assign_add(tf.cast(tf.logical_not(finite), tf.int64))
+        self._apply_update(i, g, variable, scalars)
 
-        def apply():
-            self._apply_update(i, g, variable, learning_rate, compute_dtype)
-            return tf.constant(0, tf.int64)
-
-        def skip():
-            self.skipped_updates.assign_add(tf.constant(1, tf.int64))
-            return tf.constant(0, tf.int64)
-
-        tf.cond(finite, apply, skip)
-
-    def _apply_update(self, i, g, variable, learning_rate, dtype):
+    def _apply_update(self, i, g, variable, scalars):
+        """The update of one variable, as few ops as `keras.optimizers.Adam`
+        on the diagonal path (in-place accumulators, scalars precomputed)."""
         plan = self._plans[i]
-        it = tf.cast(self.iterations, tf.int64)
-        t = tf.cast(it + 1, dtype)
-        lr = tf.cast(learning_rate, dtype)
 
-        # 1. Momentum on the gradient (bias-corrected).
+        # 1. Momentum on the gradient: the direction is `numerator * scale`.
         if self.beta1 > 0:
-            b1 = tf.constant(self.beta1, dtype)
             m = self._momentums[i]
-            m_new = b1 * tf.cast(_read(m), dtype) + (1.0 - b1) * g
-            self.assign(m, m_new)
+            self.assign_add(m, (g - _read(m)) * (1.0 - self.beta1))
+            numerator = _read(m)
             if self.nesterov:
-                d = (b1 * m_new + (1.0 - b1) * g) / (1.0 - tf.pow(b1, t + 1.0))
-            else:
-                d = m_new / (1.0 - tf.pow(b1, t))
+                numerator = self.beta1 * numerator + (1.0 - self.beta1) * g
         else:
-            d = g
+            numerator = g
 
-        # 2. The grafted diagonal step.
-        graft = self._graft_direction(i, g, d, t, dtype)
+        # 2. The grafted diagonal step is `graft * graft_scale`.
+        graft = self._graft_direction(i, g, numerator)
 
         if plan.diagonal:
-            update = graft
+            step = graft * scalars["diagonal_lr"]
+            if self.grafting in ("adam", "adagrad", "rmsprop"):
+                # `m / (sqrt(v) + eps)` is bounded for a finite gradient: no
+                # guard needed (the common path, kept as cheap as Adam's).
+                self.assign_sub(variable, step)
+                return
         else:
-            self._update_preconditioner(i, plan, g, it)
-            start = self.start_preconditioning_step
-            if start == 0:
-                update = self._shampoo_direction(i, plan, d, graft)
-            else:
-                update = tf.cond(
-                    it >= start,
-                    lambda: self._shampoo_direction(i, plan, d, graft),
-                    lambda: graft,
-                )
-
-        step = lr * update
-        ok = tf.reduce_all(tf.math.is_finite(step))
-        step = tf.where(ok, step, tf.zeros_like(step))
+            self._update_preconditioner(i, plan, g, scalars)
+            step = self._shampoo_step(i, plan, numerator, graft, scalars)
+            if self.start_preconditioning_step > 0:
+                step = tf.where(scalars["preconditioning"], step, graft * scalars["diagonal_lr"])
+        # A non-finite step (overflow) is not applied, and counted.
+        ok = tf.math.is_finite(tf.reduce_sum(step))
+        self.assign_sub(variable, tf.where(ok, step, tf.zeros_like(step)))
         self.skipped_updates.assign_add(tf.cast(tf.logical_not(ok), tf.int64))
-        self.assign_sub(variable, tf.cast(step, variable.dtype))
 
-    def _graft_direction(self, i, g, d, t, dtype):
-        eps = tf.constant(self.grafting_epsilon, dtype)
+    def _graft_direction(self, i, g, numerator):
+        """The grafted step up to the scalar `graft_scale` (bias corrections)."""
         if self.grafting in (None, "sgd"):
-            return d
+            return numerator
         v = self._graft_accumulators[i]
         if self.grafting == "adagrad":
-            v_new = tf.cast(_read(v), dtype) + tf.square(g)
-            self.assign(v, v_new)
-            return d / (tf.sqrt(v_new) + eps)
-        b2 = tf.constant(self.grafting_beta2, dtype)
-        v_new = b2 * tf.cast(_read(v), dtype) + (1.0 - b2) * tf.square(g)
-        self.assign(v, v_new)
-        if self.grafting == "rmsprop":
-            return d / (tf.sqrt(v_new) + eps)
-        # Adam, written as keras.optimizers.Adam ("epsilon hat").
-        return d * tf.sqrt(1.0 - tf.pow(b2, t)) / (tf.sqrt(v_new) + eps)
+            self.assign_add(v, tf.square(g))
+        else:
+            self.assign_add(v, (tf.square(g) - _read(v)) * (1.0 - self.grafting_beta2))
+        # Adam as keras.optimizers.Adam ("epsilon hat"); AdaGrad, RMSprop.
+        return numerator / (tf.sqrt(_read(v)) + self.grafting_epsilon)
 
-    def _update_preconditioner(self, i, plan, g, it):
+    def _update_preconditioner(self, i, plan, g, scalars):
         """Statistics every `statistics_frequency` steps, roots every
         `preconditioning_frequency` steps from `start_preconditioning_step`."""
         blocks = tf.cast(plan.to_blocks(g), tf.float32)
@@ -455,35 +496,26 @@ class Shampoo(keras.optimizers.Optimizer):
             (self._stats_right[i], self._roots_right[i], "right"),
         ]
         sides = [s for s in sides if s[0] is not None]
-        b2 = self.beta2
-
         def update_statistics():
             for stats, _, side in sides:
                 if side == "left":
                     outer = tf.matmul(blocks, blocks, transpose_b=True)
                 else:
                     outer = tf.matmul(blocks, blocks, transpose_a=True)
-                old = _read(stats)
-                new = old + outer if b2 == 1.0 else b2 * old + (1.0 - b2) * outer
-                finite = tf.reduce_all(tf.math.is_finite(new))
                 # A statistic that would overflow is not accumulated.
-                self.assign(stats, tf.where(finite, new, old))
+                finite = tf.math.is_finite(tf.reduce_sum(outer))
+                self._accumulate(stats, tf.where(finite, outer, tf.zeros_like(outer)))
                 self.skipped_updates.assign_add(tf.cast(tf.logical_not(finite), tf.int64))
             return tf.constant(0, tf.int64)
 
-        sf = self.statistics_frequency
-        if sf == 1:
+        def noop():
+            return tf.constant(0, tf.int64)
+
+        if self.statistics_frequency == 1:
             update_statistics()
-        else:
-            tf.cond(it % sf == 0, update_statistics, lambda: tf.constant(0, tf.int64))
 
         p = self._root_exponent(plan)
-        if b2 < 1.0:
-            # Bias correction: number of statistics updates so far.
-            count = tf.cast(it // sf + 1, tf.float32)
-            correction = 1.0 - tf.pow(tf.constant(b2, tf.float32), count)
-        else:
-            correction = None
+        correction = scalars.get("statistics_correction")
 
         def update_roots():
             for stats, roots, _ in sides:
@@ -496,22 +528,38 @@ class Shampoo(keras.optimizers.Optimizer):
                 self.root_failures.assign_add(tf.reduce_sum(tf.cast(failed, tf.int64)))
             return tf.constant(0, tf.int64)
 
-        start, pf = self.start_preconditioning_step, self.preconditioning_frequency
-        due = tf.logical_and(it >= start, (it - start) % pf == 0)
-        tf.cond(due, update_roots, lambda: tf.constant(0, tf.int64))
+        if self.statistics_frequency == 1:
+            tf.cond(scalars["roots_due"], update_roots, noop)
+        else:
+            # One cond per variable on most steps (neither is due).
+            def statistics_or_roots():
+                tf.cond(scalars["statistics_due"], update_statistics, noop)
+                tf.cond(scalars["roots_due"], update_roots, noop)
+                return tf.constant(0, tf.int64)
 
-    def _shampoo_direction(self, i, plan, d, graft):
-        blocks = tf.cast(plan.to_blocks(d), tf.float32)
+            tf.cond(tf.logical_or(scalars["statistics_due"], scalars["roots_due"]), statistics_or_roots, noop)
+
+    def _accumulate(self, stats, outer):
+        if self.beta2 == 1.0:
+            self.assign_add(stats, outer)
+        else:
+            self.assign_add(stats, (outer - _read(stats)) * (1.0 - self.beta2))
+        return tf.constant(0, tf.int64)
+
+    def _shampoo_step(self, i, plan, numerator, graft, scalars):
+        """`lr * L^(-1/p) D R^(-1/p)` per block, rescaled to the grafted norm."""
+        blocks = tf.cast(plan.to_blocks(numerator), tf.float32)
         if self._roots_left[i] is not None:
             blocks = tf.matmul(_read(self._roots_left[i]), blocks)
         if self._roots_right[i] is not None:
             blocks = tf.matmul(blocks, _read(self._roots_right[i]))
-        if self.grafting is not None:
-            graft_blocks = tf.cast(plan.to_blocks(graft), tf.float32)
-            graft_norm = tf.norm(graft_blocks, axis=[-2, -1], keepdims=True)
+        if self.grafting is None:
+            factor = tf.cast(scalars["learning_rate"] * scalars["scale"], tf.float32)
+        else:
+            graft_norm = tf.norm(tf.cast(plan.to_blocks(graft), tf.float32), axis=[-2, -1], keepdims=True)
             shampoo_norm = tf.norm(blocks, axis=[-2, -1], keepdims=True)
-            blocks = blocks * tf.math.divide_no_nan(graft_norm, shampoo_norm)
-        return tf.cast(plan.from_blocks(blocks), d.dtype)
+            factor = tf.math.divide_no_nan(graft_norm, shampoo_norm) * tf.cast(scalars["diagonal_lr"], tf.float32)
+        return tf.cast(plan.from_blocks(blocks * factor), numerator.dtype)
 
 
 if Shampoo.__doc__ is not None:
