@@ -192,3 +192,24 @@ def test_config_validation_and_from_dict():
     student = ModelConfig().with_levels(("student",))
     assert student.levels == ("student",) and student.extra_gau_blocks == (0,)
     assert ModelConfig().with_levels(("ta",)).architecture()["d_model"] == [16]
+
+
+
+def test_nested_model_writes_a_plain_savedmodel(tmp_path):
+    """tf.saved_model.save walks the model's object graph: every tracked
+    container must have string keys (per-level indexes are kept untracked),
+    and the restored SavedModel computes the same logits."""
+    import tensorflow as tf
+
+    schema = make_schema()
+    model = NestedRelevanceModel(schema, make_stats(schema), tiny_config())
+    batch = make_batch(16, seed=3)
+    expected = model(batch)
+    serve = tf.function(lambda features: model(features),
+                        input_signature=[schema.raw_signature()])
+    tf.saved_model.save(model, str(tmp_path / "sm"),
+                        signatures={"serving_default": serve.get_concrete_function()})
+    loaded = tf.saved_model.load(str(tmp_path / "sm"))
+    got = loaded.signatures["serving_default"](**{k: tf.constant(v) for k, v in batch.items()})
+    for level in model.levels:
+        np.testing.assert_allclose(got[level].numpy(), expected[level].numpy(), atol=1e-6)

@@ -145,3 +145,39 @@ def input_widths(shapes: Sequence, layer_name: str) -> tuple:
                 f"shapes: {tuple(shapes)}"
             )
     return tuple(filled)
+
+
+
+def per_level_store(layer: Any, *names: str) -> None:
+    """Give ``layer`` empty ``{level index: variable(s)}`` lookup dicts.
+
+    The dicts are set past attribute tracking: a tracked dict with integer
+    keys cannot be written to a SavedModel (``tf.saved_model.save`` needs
+    string names for the object graph).  Call :func:`track_per_level` at the
+    end of ``build`` to register the variables under string names.
+    """
+    for name in names:
+        object.__setattr__(layer, name, {})
+
+
+def track_per_level(layer: Any, *names: str) -> None:
+    """Register the variables of ``per_level_store`` dicts with TensorFlow's
+    object graph (checkpoints, SavedModel) as ``<name>/level<k>/...``."""
+    track = getattr(layer, "_track_trackable", None)
+    if track is None:  # not the TensorFlow backend: nothing to register
+        return
+
+    def walk(value, path):
+        if isinstance(value, dict):
+            for key, item in value.items():
+                yield from walk(item, f"{path}/{key}")
+        elif isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                yield from walk(item, f"{path}/{i}")
+        elif value is not None:
+            yield path, value
+
+    for name in names:
+        for level, value in getattr(layer, name).items():
+            for path, variable in walk(value, f"{name.lstrip('_')}/level{level}"):
+                track(variable, name=path, overwrite=True)

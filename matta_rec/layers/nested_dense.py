@@ -12,6 +12,8 @@ from matta_rec.layers._nesting import (
     input_widths,
     level_suffix,
     level_widths,
+    per_level_store,
+    track_per_level,
     split_inputs,
     split_shapes,
 )
@@ -175,8 +177,7 @@ class MNestedDense(keras.layers.Layer):
                 for level, s in enumerate(shapes)
                 if s is not None
             }
-        self._kernels = {}
-        self._biases = {}
+        per_level_store(self, "_kernels", "_biases")
         for level, (m, n) in owners.items():
             suffix = level_suffix(level, self.num_levels)
             self._kernels[level] = self.add_weight(
@@ -194,6 +195,7 @@ class MNestedDense(keras.layers.Layer):
                     regularizer=self.bias_regularizer,
                     constraint=self.bias_constraint,
                 )
+        track_per_level(self, "_kernels", "_biases")
         self.built = True
 
     @property

@@ -8,7 +8,12 @@ from typing import Any, Mapping, Sequence
 import keras
 from keras import ops
 
-from matta_rec.layers._nesting import level_suffix, level_widths
+from matta_rec.layers._nesting import (
+    level_suffix,
+    level_widths,
+    per_level_store,
+    track_per_level,
+)
 
 KINDS = ("categorical", "multi_categorical", "numeric", "dense")
 GROUPS = ("user", "context", "item")
@@ -153,8 +158,7 @@ class MNestedFeatureEmbedding(keras.layers.Layer):
     def build(self, input_shape: Any = None) -> None:
         levels = [self.num_levels - 1] if self.share_weights else range(self.num_levels)
         # self._params[level][feature name] -> list of variables
-        self._params = {}
-        self._group_vectors = {}
+        per_level_store(self, "_params", "_group_vectors")
         for level in levels:
             d = self.dims[level]
             suffix = level_suffix(level, self.num_levels)
@@ -201,6 +205,7 @@ class MNestedFeatureEmbedding(keras.layers.Layer):
                     initializer=self.embeddings_initializer,
                 )
         self._group_ids = [GROUPS.index(f["group"]) for f in self.features]
+        track_per_level(self, "_params", "_group_vectors")
         self.built = True
 
     def _tokens(self, inputs: Mapping[str, Any], level: int):

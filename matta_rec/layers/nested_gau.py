@@ -13,6 +13,8 @@ from matta_rec.layers._nesting import (
     input_widths,
     level_suffix,
     level_widths,
+    per_level_store,
+    track_per_level,
     split_inputs,
     split_shapes,
 )
@@ -184,7 +186,7 @@ class MNestedGAU(keras.layers.Layer):
             owners = [self.num_levels - 1]
         else:
             owners = [level for level, s in enumerate(full_shapes) if s is not None]
-        self._gammas, self._betas = {}, {}
+        per_level_store(self, "_gammas", "_betas")
         for level in owners:
             suffix = level_suffix(level, self.num_levels)
             self._gammas[level] = self.add_weight(
@@ -199,6 +201,7 @@ class MNestedGAU(keras.layers.Layer):
             self._betas[level] = self.add_weight(
                 name="beta" + suffix, shape=(2, self.shared_dims[level]), initializer="zeros"
             )
+        track_per_level(self, "_gammas", "_betas")
         self.built = True
 
     @property
