@@ -122,9 +122,9 @@ def _read_trained_rows(path):
 def test_kill_minus_nine_and_resume_trains_every_row_exactly_once(logs, tmp_path):
     out = str(tmp_path / "run")
     config = tiny_config(**{
-        "checkpoint.every_rows": 128,
+        "checkpoint.every_rows": 256,
         "debug.trained_rows_column": "row_id",
-        "debug.step_delay_s": 0.25,
+        "debug.step_delay_s": 0.4,
         "metrics.window_rows": 100,
     })
     config_path = tmp_path / "run.yaml"
@@ -137,18 +137,22 @@ def test_kill_minus_nine_and_resume_trains_every_row_exactly_once(logs, tmp_path
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="-1", TF_CPP_MIN_LOG_LEVEL="2")
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     ckpt_dir = os.path.join(out, "checkpoints")
+    rows_log = os.path.join(out, "debug", "trained_rows.txt")
     deadline = time.time() + 240
-    # Kill once at least two checkpoints exist and the run is past the last one.
+    # Kill once two checkpoints exist and the run has trained past the last one
+    # (the trained-rows log is written batch by batch, before any checkpoint).
     while time.time() < deadline:
-        states = [f for f in os.listdir(ckpt_dir)] if os.path.isdir(ckpt_dir) else []
-        if sum(f.startswith("state-") for f in states) >= 2 and os.path.exists(os.path.join(out, "progress.json")):
-            with open(os.path.join(out, "progress.json")) as handle:
-                progress = json.load(handle)["rows_end"]
-            last = max(int(f[6:-5]) for f in states if f.startswith("state-"))
-            if progress > last:
-                break
+        states = [int(f[6:-5]) for f in (os.listdir(ckpt_dir) if os.path.isdir(ckpt_dir) else [])
+                  if f.startswith("state-") and f.endswith(".json")]
+        trained = 0
+        if os.path.exists(rows_log):
+            with open(rows_log) as handle:
+                lines = [ln for ln in handle.read().split("\n")[:-1] if ln and ln[0] != "#"]
+            trained = int(lines[-1].split()[0]) if lines else 0
+        if len(states) >= 2 and trained > max(states):
+            break
         assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
-        time.sleep(0.1)
+        time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not os.path.exists(os.path.join(out, "metrics.json"))  # really died mid-stream

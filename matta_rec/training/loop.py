@@ -273,14 +273,19 @@ def _split_shards(data, schema, config: RunConfig):
 
 
 class _Heartbeat:
-    def __init__(self, path: str, enabled: bool, every_s: float = 1.0):
-        self.path, self.enabled, self.every_s, self.last = path, enabled, every_s, 0.0
+    """``progress.json``: rows trained so far, rewritten after every step.
 
-    def beat(self, rows_end: int, force: bool = False):
-        now = time.time()
-        if self.enabled and (force or now - self.last >= self.every_s):
-            write_json_atomic(self.path, {"rows_end": int(rows_end), "pid": os.getpid(), "time": now})
-            self.last = now
+    A resumed run compares it with its checkpoint to say how many rows the
+    interrupted process trained after that checkpoint (and are read again).
+    """
+
+    def __init__(self, path: str, enabled: bool):
+        self.path, self.enabled = path, enabled
+
+    def beat(self, rows_end: int):
+        if self.enabled:
+            write_json_atomic(self.path, {"rows_end": int(rows_end), "pid": os.getpid(),
+                                          "time": time.time()}, fsync=False)
 
 
 def _scalar(name: str, value: float, step: int) -> None:
@@ -553,6 +558,7 @@ def train_run(
         n = batch_rows_end - rows_end
         rows_end = batch_rows_end
         trained_here += n
+        heartbeat.beat(rows_end)
         logits_np = {k: v.numpy() for k, v in logits.items()}
         labels_np = {k: v.numpy() for k, v in labels.items()}
         for level, values in logits_np.items():
@@ -591,7 +597,6 @@ def train_run(
                             if vals["auc_loss"] is not None:
                                 _scalar(f"online/{label}/{level}_auc_loss",
                                         vals["auc_loss"], step)
-        heartbeat.beat(rows_end)
         due = (config.checkpoint.every_rows is not None
                and rows_end - last_saved_rows >= config.checkpoint.every_rows) or (
             config.checkpoint.every_steps is not None
@@ -610,7 +615,7 @@ def train_run(
     if rows_end > last_saved_rows or latest is None:
         save(rows_end, stream.position_at(rows_end) if rows_end > rows_start or start is None
              else start)
-    heartbeat.beat(rows_end, force=True)
+    heartbeat.beat(rows_end)
     if debug_handle is not None:
         debug_handle.close()
     if progbar is not None:

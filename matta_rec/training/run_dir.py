@@ -87,8 +87,12 @@ class RunPaths:
         return sorted(out)
 
 
-def write_json_atomic(path: str, data: Any) -> None:
-    """Write JSON to ``path`` through a temporary file and a rename."""
+def write_json_atomic(path: str, data: Any, fsync: bool = True) -> None:
+    """Write JSON to ``path`` through a temporary file and a rename.
+
+    ``fsync=False`` still survives a killed process (the page cache is the
+    kernel's), only not a machine crash; used for the per-step heartbeat.
+    """
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
@@ -96,7 +100,8 @@ def write_json_atomic(path: str, data: Any) -> None:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             json.dump(data, handle, indent=2, sort_keys=False)
             handle.flush()
-            os.fsync(handle.fileno())
+            if fsync:
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
