@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
-from typing import Any, Literal, Mapping
+from typing import Literal, Mapping
 
 import yaml
 
