@@ -16,18 +16,10 @@ from __future__ import annotations
 
 import argparse
 
-from matta_rec.cli.evaluate import _level, _positive_int, default_schema
+from matta_rec.cli._args import key_value, open_fraction, positive_int
+from matta_rec.cli.evaluate import default_schema
 
 HELP = "run the paper's ablation grid (optimizer x MatTA) over seeds"
-
-
-def _override(text: str) -> tuple[str, object]:
-    import yaml
-
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (e.g. batch_size=256), got {text!r}")
-    key, value = text.split("=", 1)
-    return key.strip(), yaml.safe_load(value)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,20 +38,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="log shards (directory, glob or file)")
     parser.add_argument("--schema", default=None, help="schema YAML (default: DATA/schema.yaml)")
     parser.add_argument("--config", required=True, help="run config YAML shared by every variant")
-    parser.add_argument("--seeds", type=_positive_int, default=3, help="seeds per variant (default 3)")
+    parser.add_argument("--seeds", type=positive_int, default=3, help="seeds per variant (default 3)")
     parser.add_argument("--out", default="runs/ablation",
                         help="runs and ablation.md/json/png go here (default runs/ablation)")
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
                         help="subset of the grid (the baseline always runs)")
-    parser.add_argument("--holdout-shards", type=_positive_int, default=None,
+    parser.add_argument("--holdout-shards", type=positive_int, default=None,
                         help="last N shards held out for evaluation (default: the config's "
                              "data.holdout_shards / holdout_fraction, else the last quarter)")
     parser.add_argument("--label", choices=("auto", "event", "teacher"), default="auto",
                         help="evaluation label (default: event if the schema has one)")
-    parser.add_argument("--n-boot", type=_positive_int, default=500,
+    parser.add_argument("--n-boot", type=positive_int, default=500,
                         help="bootstrap replicates for single-seed intervals (default 500)")
-    parser.add_argument("--level", type=_level, default=0.95, help="confidence level (default 0.95)")
-    parser.add_argument("--set", dest="overrides", action="append", type=_override, default=[],
+    parser.add_argument("--level", type=open_fraction, default=0.95, help="confidence level (default 0.95)")
+    parser.add_argument("--set", dest="overrides", action="append", type=key_value, default=[],
                         metavar="KEY=VALUE", help="override a config option for every run")
 
 

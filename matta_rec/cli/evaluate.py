@@ -16,29 +16,10 @@ from __future__ import annotations
 import argparse
 import os
 
+from matta_rec.cli._args import open_fraction, positive_int
 from matta_rec.data.errors import MattaError
 
 HELP = "AUROC / AucLoss of models against a production baseline"
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def _level(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}") from None
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {value}")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -68,15 +49,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write report.md, report.json and PNG plots here")
     parser.add_argument("--ci", choices=("bootstrap", "delong"), default="bootstrap",
                         help="confidence intervals: paired bootstrap (default) or DeLong")
-    parser.add_argument("--level", type=_level, default=0.95, help="confidence level (default 0.95)")
-    parser.add_argument("--n-boot", type=_positive_int, default=500,
+    parser.add_argument("--level", type=open_fraction, default=0.95, help="confidence level (default 0.95)")
+    parser.add_argument("--n-boot", type=positive_int, default=500,
                         help="bootstrap replicates (default 500); the bootstrap costs "
                              "O(rows x replicates), for many millions of rows --ci delong "
                              "(O(rows log rows)) is much faster")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
-    parser.add_argument("--batch-size", type=_positive_int, default=4096,
+    parser.add_argument("--batch-size", type=positive_int, default=4096,
                         help="rows per scoring call (default 4096)")
-    parser.add_argument("--max-rows", type=_positive_int, default=None,
+    parser.add_argument("--max-rows", type=positive_int, default=None,
                         help="evaluate on the first N rows only")
     parser.add_argument("--runs", nargs="*", default=[], metavar="RUN_DIR",
                         help="extra training runs whose online AucLoss curves are plotted")

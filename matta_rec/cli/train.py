@@ -8,6 +8,8 @@ import inspect
 import re
 import typing
 
+from matta_rec.cli._args import key_value
+
 HELP = "train a MatTA (Student inside a Teaching Assistant) model on a log stream"
 
 _EPILOG_HEAD = """\
@@ -89,7 +91,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run config YAML (default: built-in defaults); ignored with "
                              "--resume, which uses RUN_DIR/config.yaml")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="KEY=VALUE", help="override a config key (repeatable)")
+                        type=key_value, metavar="KEY=VALUE", help="override a config key (repeatable)")
     parser.add_argument("--mode", default=None,
                         choices=["student", "ta", "matta", "matta_no_distill", "matta_no_sharing"],
                         help="shortcut for --set mode=...")
@@ -99,30 +101,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="continue RUN_DIR from its last checkpoint")
 
 
-def parse_overrides(items) -> dict:
-    """``["a.b=1", "mode=student"]`` -> ``{"a.b": 1, "mode": "student"}`` (YAML values)."""
-    import yaml
-
-    from matta_rec.data.errors import ConfigError
-
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}", source="--set")
-        key, value = item.split("=", 1)
-        try:
-            out[key.strip()] = yaml.safe_load(value)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"value of {key} is not valid YAML: {exc}", source="--set", key=key)
-    return out
-
-
 def run(args: argparse.Namespace) -> int:
     import json
 
     from matta_rec.training.config import RunConfig
 
-    overrides = parse_overrides(args.overrides)
+    overrides = dict(args.overrides)
     if args.mode:
         overrides["mode"] = args.mode
     if args.strategy:
