@@ -37,3 +37,19 @@ def _seed():
 
     keras.utils.set_random_seed(1234)
     yield
+
+
+@pytest.fixture
+def mirrored_strategy():
+    """The process-wide MirroredStrategy over the two logical CPUs.
+
+    Tests share the one that ``matta_rec.training`` caches: two
+    MirroredStrategy objects in one process collide on collective-op keys.
+    """
+    import tensorflow as tf
+
+    from matta_rec.training.loop import make_strategy
+
+    if len(tf.config.list_logical_devices("CPU")) < 2:
+        pytest.skip("needs two logical CPU devices (tests/conftest.py)")
+    return make_strategy("mirrored")

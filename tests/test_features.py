@@ -357,11 +357,8 @@ def test_saved_model_export_with_string_inputs(tmp_path, stats):
     np.testing.assert_array_equal(loaded.serve(feats).numpy(), [2, 1, 0, 0])
 
 
-def test_mirrored_strategy(stats):
-    devices = tf.config.list_logical_devices("CPU")
-    if len(devices) < 2:
-        pytest.skip("needs two logical CPU devices (tests/conftest.py)")
-    strategy = tf.distribute.MirroredStrategy([d.name for d in devices[:2]])
+def test_mirrored_strategy(stats, mirrored_strategy):
+    strategy = mirrored_strategy
     schema = make_schema()
     with strategy.scope():
         pre = FeaturePreprocessor(schema, stats)

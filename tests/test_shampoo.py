@@ -430,7 +430,7 @@ def test_checkpoint_restore_continues_like_an_uninterrupted_run(tmp_path):
 
 
 @pytest.mark.slow
-def test_mirrored_strategy_update_equals_single_device():
+def test_mirrored_strategy_update_equals_single_device(mirrored_strategy):
     devices = tf.config.list_logical_devices("CPU")
     if len(devices) < 2:
         pytest.skip("needs two logical CPU devices (tests/conftest.py)")
@@ -446,7 +446,7 @@ def test_mirrored_strategy_update_equals_single_device():
         return model.get_weights(), model.optimizer
 
     single, _ = train(tf.distribute.OneDeviceStrategy(devices[0].name))
-    mirrored, opt = train(tf.distribute.MirroredStrategy([d.name for d in devices[:2]]))
+    mirrored, opt = train(mirrored_strategy)
     assert int(opt.iterations.numpy()) == 6
     for a, b in zip(single, mirrored):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
