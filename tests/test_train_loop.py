@@ -201,3 +201,19 @@ def test_cli_help_lists_every_option_and_bad_config_exits_2(tmp_path, capsys):
                  str(tmp_path / "run"), "--config", str(bad)])
     err = capsys.readouterr().err
     assert code == 2 and str(bad) in err and "loss.ramp" in err and "delay" in err
+
+
+@pytest.mark.slow
+def test_shampoo_run_reports_root_failures(logs, tmp_path):
+    """Shampoo's failure counters reach metrics.json (and the progress logs)."""
+    config = tiny_config(**{
+        "data.max_rows": 512,
+        "optimizer.name": "shampoo",
+        "optimizer.settings": {"learning_rate": 0.01, "start_preconditioning_step": 2,
+                               "preconditioning_frequency": 2},
+    })
+    metrics = train_run(config, logs, os.path.join(logs, "schema.yaml"), str(tmp_path / "run"))
+    assert metrics["optimizer"]["name"] == "shampoo"
+    assert metrics["optimizer"]["shampoo_root_failures"] == 0
+    assert metrics["optimizer"]["shampoo_skipped_updates"] == 0
+    assert metrics["steps"] > 2  # preconditioned steps were taken

@@ -301,6 +301,13 @@ def _scalar(name: str, value: float, step: int) -> None:
     tf.summary.write(name, tf.constant(float(value), tf.float32), step=step, metadata=metadata)
 
 
+def _optimizer_diagnostics(optimizer) -> dict:
+    """Counters an optimizer exposes for monitoring (Shampoo: root failures,
+    skipped non-finite updates), as plain ints; ``{}`` for optimizers without."""
+    diagnostics = getattr(optimizer, "diagnostics", None)
+    return dict(diagnostics()) if callable(diagnostics) else {}
+
+
 def _log(message: str) -> None:
     print(f"[matta-rec train] {message}", file=sys.stderr, flush=True)
 
@@ -511,6 +518,7 @@ def train_run(
             debug_handle.write(f"# resume {rows_start}\n")
             debug_handle.flush()
     names = [m.name for m in trainer.metrics] + ["rows/s", "online_aucloss"]
+    names += list(_optimizer_diagnostics(optimizer))
     progbar = None
     if chief and config.metrics.progress:
         progbar = keras.utils.Progbar(None, stateful_metrics=names, unit_name="row",
@@ -583,6 +591,7 @@ def train_run(
             logs_np["rows/s"] = trained_here / elapsed
             if window is not None and window["target"][levels[0]]["auc_loss"] is not None:
                 logs_np["online_aucloss"] = window["target"][levels[0]]["auc_loss"]
+            logs_np.update(_optimizer_diagnostics(optimizer))
         if progbar is not None:
             progbar.update(trained_here, values=list(logs_np.items()))
         if writer is not None:
@@ -649,6 +658,7 @@ def train_run(
                                    "logloss": final[f"{level}_logloss"]} for level in levels},
         },
         "holdout": holdout,
+        "optimizer": {"name": config.optimizer.name, **_optimizer_diagnostics(optimizer)},
         "stream": stream.report().to_dict(),
     }
     if chief:
