@@ -118,8 +118,14 @@ def test_labels_in_range_and_click_rate():
     np.testing.assert_allclose(truth["true_prob"].mean(), 0.10, atol=0.01)
 
 
+# The coarse-feature and heavy-tail checks need a population much larger than
+# the segments and the top-10% cut; the default population is small (many
+# rows per id, see default_population), so these two tests set one.
+LARGE = dict(users=3000, items=600)
+
+
 def test_teacher_is_strong_but_imperfect():
-    cols, truth = simulate(30_000, seed=4)
+    cols, truth = simulate(30_000, seed=4, **LARGE)
     click = cols["click"]
     teacher_auc = roc_auc_score(click, cols["teacher_prob"])
     true_auc = roc_auc_score(click, truth["true_prob"])
@@ -133,7 +139,7 @@ def test_teacher_is_strong_but_imperfect():
 
 
 def test_popularity_and_position_bias_are_present():
-    cols, _ = simulate(30_000, seed=2)
+    cols, _ = simulate(30_000, seed=2, **LARGE)
     _, counts = np.unique(cols["item_id"], return_counts=True)
     counts = np.sort(counts)[::-1]
     top = counts[: max(1, len(counts) // 10)].sum() / counts.sum()
@@ -209,3 +215,15 @@ def test_cli_rejects_bad_numbers(tmp_path, capsys):
         main(["generate", "--out", str(tmp_path / "o"), "--rows", "-5"])
     assert exc.value.code == 2
     assert "positive integer" in capsys.readouterr().err
+
+
+def test_default_population_sees_every_id_many_times():
+    # Production-like regime: hundreds of impressions per user and item.
+    from matta_rec.data.synthetic import default_population
+
+    users, items = default_population(100_000)
+    assert (users, items) == (316, 158)
+    assert 100_000 / users > 300 and 100_000 / items > 600
+    cols, _ = simulate(100_000, seed=0)
+    _, per_user = np.unique(cols["user_id"], return_counts=True)
+    assert np.median(per_user) >= 20 and per_user.max() > 20 * np.median(per_user)

@@ -9,15 +9,18 @@ The generative model (all of it is fixed by ``seed``):
 
 * **Users**: segment, country and age; a power-law activity (Pareto weights,
   so a few users produce many impressions); a preferred device; a latent
-  factor vector (dimension ``latent_dim``, default 16; ``interests`` of
+  factor vector (dimension ``latent_dim``, default 32; ``interests`` of
   them for multi-interest users) made of a segment part, a country part, a
-  smooth nonlinear function of age and an individual part that only the user
-  id reveals; an individual click bias.
+  smooth nonlinear function of age and a dominant individual part that only
+  the user id reveals; an individual click bias.  The population is small
+  for the row count (:func:`default_population`: ~320 rows per user and
+  ~630 per item at 100k rows), as in production logs where every id is seen
+  many times, so id embeddings can converge within one pass.
 * **Items**: a category (Zipf-like sizes), 1-5 tags drawn from a
   category-specific tag distribution, a heavy-tailed log-normal exposure
   (popularity), a launch day (a quarter of the items appear during the log
   window), a quality bias correlated with popularity, and a latent factor
-  vector made of a category part, a tag part and an individual part.
+  vector made of a category part, a tag part and a dominant individual part.
   ``item_vec`` is a noisy 8-dim linear projection of the item factors (a
   content embedding); ``item_popularity`` a noisy recent-impressions count.
 * **Impressions**: hourly traffic follows a daily cycle; users are drawn by
@@ -26,7 +29,7 @@ The generative model (all of it is fixed by ``seed``):
   positions are geometric (most impressions at the top).
 * **True click logit** = base
   + user bias + item bias
-  + ``<user factors + daily trend, item factors>`` (the main, rank-16 term)
+  + ``<user factors + daily trend, item factors>`` (the main, rank-32 term)
   + segment x category cross
   + hour x device x category cross (a per-(device, category) daily cycle)
   + a nonlinear age x category interest (a Gaussian bump per category)
@@ -35,13 +38,15 @@ The generative model (all of it is fixed by ``seed``):
   + a momentary row-level intent no feature reveals.
   The base is set so that the mean click rate is ``ctr`` (default 0.10).
 * **Teacher logit**: the Teacher was trained before the log window on
-  richer data: it sees noisy (shrunk) copies of the latent factors and
-  biases, the segment x category cross and (attenuated) age interest, part
-  of the row-level intent, a wrong position-bias slope; it misses the
-  hour x device x category cross and the drift, and it is mis-calibrated
-  (``0.85 z + 0.25``).  ``teacher_prob = sigmoid(teacher logit)``.
+  richer data: it sees slightly noisy (shrunk) copies of the latent factors
+  and biases, the segment x category cross, an attenuated hour x device x
+  category cross and age interest, a small part of the row-level intent, a
+  wrong position-bias slope; it misses the drift, and it is mis-calibrated
+  (``0.85 z + 0.25``).  ``teacher_prob = sigmoid(teacher logit)``.  Most of
+  what the Teacher knows is thus recoverable from the features (ids
+  included) by a large enough model.
 
-Capacity matters because the main term is a rank-16 bilinear form between
+Capacity matters because the main term is a rank-32 bilinear form between
 user and item factors that the features reveal only in part and through
 nonlinear paths (age basis, tag mixtures, the item_vec projection), plus
 crosses (segment x category, a nonlinear age x category interest): a model
@@ -81,8 +86,8 @@ MAX_TAGS = 5
 N_POSITIONS = 10
 ITEM_VEC_DIM = 8
 # Per-dimension scale of the latent factors (sets the weight of the main term).
-USER_SCALE = 0.6
-ITEM_SCALE = 0.6
+USER_SCALE = 0.55
+ITEM_SCALE = 0.55
 
 # Streams of the seed sequence: world, base-rate calibration, shards.
 _WORLD, _PILOT, _SHARD = 1, 2, 3
@@ -91,23 +96,27 @@ _WORLD, _PILOT, _SHARD = 1, 2, 3
 def default_population(rows: int) -> tuple[int, int]:
     """Number of users and items used when not given: grows like sqrt(rows).
 
-    A longer log observes the same kind of world for longer: more users and
-    items, and more impressions per user and item.
+    Production logs observe every user and item many times (hundreds of
+    impressions per id on average, power-law around that): the regime where
+    id embeddings converge and a model is limited by its capacity rather than
+    by rows seen.  A longer log observes the same kind of world for longer:
+    more users and items, and more impressions per user and item.
 
     Args:
         rows: total number of rows to generate.
 
     Returns:
-        ``(users, items)``: ``clip(40 sqrt(rows), 500, 2e6)`` users and
-        ``clip(8 sqrt(rows), 200, 5e5)`` items.
+        ``(users, items)``: ``clip(sqrt(rows), 100, 2e6)`` users and
+        ``clip(sqrt(rows) / 2, 50, 5e5)`` items (100,000 rows: about 320
+        rows per user and 630 per item on average).
 
     Example:
         >>> default_population(100_000)
-        (12649, 2529)
+        (316, 158)
     """
     root = math.sqrt(max(int(rows), 1))
-    users = int(min(max(40 * root, 500), 2_000_000))
-    items = int(min(max(8 * root, 200), 500_000))
+    users = int(min(max(root, 100), 2_000_000))
+    items = int(min(max(root / 2, 50), 500_000))
     return users, items
 
 
@@ -134,7 +143,8 @@ class SyntheticWorld:
         days: number of days of the log window (drift and item launches).
         rows_hint: the row count used to size the population when
             ``users``/``items`` are ``None``.
-        latent_dim: dimension of the user / item latent factors.
+        latent_dim: dimension of the user / item latent factors (the rank
+            of the main user x item interaction).
         ctr: target mean click probability (the base logit is calibrated).
         interests: latent interest vectors per user (>= 1); with more than
             one, the user-item affinity is a soft maximum over them
@@ -155,7 +165,7 @@ class SyntheticWorld:
         items: int | None = None,
         days: int = 4,
         rows_hint: int = 100_000,
-        latent_dim: int = 16,
+        latent_dim: int = 32,
         ctr: float = 0.10,
         interests: int = 1,
     ):
@@ -217,10 +227,10 @@ class SyntheticWorld:
             age_f = rng.normal(size=(len(centers), k))
             indiv = rng.normal(size=(n, k))
             f = (
-                0.55 * seg_f[self.user_segment]
-                + 0.40 * country_f[self.user_country]
-                + 0.50 * (rbf @ age_f)
-                + 0.55 * indiv
+                0.40 * seg_f[self.user_segment]
+                + 0.30 * country_f[self.user_country]
+                + 0.35 * (rbf @ age_f)
+                + 0.75 * indiv
             )
             factors.append(USER_SCALE * f)
         self.user_factors = np.stack(factors, axis=1)  # [users, interests, k]
@@ -249,7 +259,7 @@ class SyntheticWorld:
         cat_f = rng.normal(size=(N_CATEGORIES, k))
         tag_part = (tag_f[tags] * mask[:, :, None]).sum(axis=1) / np.sqrt(n_tags)[:, None]
         indiv = rng.normal(size=(n, k))
-        f = 0.40 * cat_f[cat] + 0.70 * tag_part + 0.55 * indiv
+        f = 0.30 * cat_f[cat] + 0.50 * tag_part + 0.75 * indiv
         self.item_factors = ITEM_SCALE * f
         # Exposure (popularity), launch day, quality.
         log_exposure = rng.normal(0.0, 1.4, size=n)
@@ -300,18 +310,19 @@ class SyntheticWorld:
 
     def _build_teacher(self, rng: np.random.Generator) -> None:
         k = self.latent_dim
-        self.t_user_factors = 0.9 * self.user_factors + rng.normal(
-            0.0, 0.17, size=self.user_factors.shape
+        self.t_user_factors = 0.95 * self.user_factors + rng.normal(
+            0.0, 0.08, size=self.user_factors.shape
         )
-        self.t_item_factors = 0.9 * self.item_factors + rng.normal(
-            0.0, 0.17, size=(self.n_items, k)
+        self.t_item_factors = 0.95 * self.item_factors + rng.normal(
+            0.0, 0.08, size=(self.n_items, k)
         )
         self.t_user_bias = self.user_bias + rng.normal(0.0, 0.15, size=self.n_users)
         self.t_item_bias = self.item_bias + rng.normal(0.0, 0.15, size=self.n_items)
         self.t_seg_cat = 0.9 * self.seg_cat + rng.normal(0.0, 0.1, size=self.seg_cat.shape)
         self.t_age_scale = 0.8
+        self.t_hdc = 0.8
         self.t_position_slope = 0.30
-        self.t_intent = 0.6
+        self.t_intent = 0.3
         self.t_scale, self.t_offset = 0.85, 0.25
 
     # ------------------------------------------------------------ sampling
@@ -403,6 +414,7 @@ class SyntheticWorld:
             + self.t_item_bias[items]
             + t_dot
             + self.t_seg_cat[seg, cat]
+            + self.t_hdc * hdc
             + self.device_bias[device]
             + self.t_age_scale * age_interest
             - self.t_position_slope * log_pos
@@ -614,6 +626,7 @@ def generate_logs(
     items: int | None = None,
     ctr: float = 0.10,
     interests: int = 1,
+    latent_dim: int = 32,
     rows_per_file: int = 1_000_000,
     overwrite: bool = False,
     progress: Callable[[str, int], None] | None = None,
@@ -634,6 +647,7 @@ def generate_logs(
         items: number of items (default ``default_population(rows)``).
         ctr: mean click probability, in [0.001, 0.5].
         interests: latent interest vectors per user (see :class:`SyntheticWorld`).
+        latent_dim: rank of the user x item latent interaction.
         rows_per_file: an hour with more rows is split into ``part-0``,
             ``part-1``, ... files (bounded memory).
         overwrite: allow a non-empty ``out_dir``.
@@ -678,6 +692,7 @@ def generate_logs(
         rows_hint=int(rows),
         ctr=ctr,
         interests=interests,
+        latent_dim=latent_dim,
     )
     schema = world.schema()
     os.makedirs(out_dir, exist_ok=True)
@@ -715,6 +730,7 @@ def simulate(
     items: int | None = None,
     ctr: float = 0.10,
     interests: int = 1,
+    latent_dim: int = 32,
 ) -> tuple[dict, dict]:
     """The rows :func:`generate_logs` would write, in memory, with the hidden truth.
 
@@ -730,6 +746,7 @@ def simulate(
         items: number of items (default from ``rows``).
         ctr: mean click probability.
         interests: latent interest vectors per user.
+        latent_dim: rank of the user x item latent interaction.
 
     Returns:
         ``(columns, truth)`` where ``columns`` maps column name to an array
@@ -742,7 +759,8 @@ def simulate(
         True
     """
     world = SyntheticWorld(
-        seed, users=users, items=items, days=days, rows_hint=rows, ctr=ctr, interests=interests
+        seed, users=users, items=items, days=days, rows_hint=rows, ctr=ctr, interests=interests,
+        latent_dim=latent_dim,
     )
     counts = hourly_counts(world, rows)
     col_parts: dict[str, list] = {}
