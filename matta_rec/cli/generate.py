@@ -13,27 +13,9 @@ import os
 import sys
 import time
 
+from matta_rec.cli._args import non_negative_int, positive_int
+
 HELP = "write synthetic time-ordered log shards and schema.yaml"
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,9 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         0
     """
     parser.add_argument("--out", required=True, help="output directory (must be empty unless --overwrite)")
-    parser.add_argument("--rows", type=_positive_int, default=100_000, help="total rows (default 100000)")
-    parser.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default 0)")
-    parser.add_argument("--days", type=_positive_int, default=4, help="days of hourly shards (default 4)")
+    parser.add_argument("--rows", type=positive_int, default=100_000, help="total rows (default 100000)")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default 0)")
+    parser.add_argument("--days", type=positive_int, default=4, help="days of hourly shards (default 4)")
     parser.add_argument(
         "--format",
         choices=("parquet", "csv", "tfrecord"),
@@ -58,12 +40,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="shard format (default parquet)",
     )
     parser.add_argument("--start-date", default="2024-01-01", help="first day, YYYY-MM-DD (default 2024-01-01)")
-    parser.add_argument("--users", type=_positive_int, default=None, help="number of users (default ~40*sqrt(rows))")
-    parser.add_argument("--items", type=_positive_int, default=None, help="number of items (default ~8*sqrt(rows))")
+    parser.add_argument("--users", type=positive_int, default=None, help="number of users (default ~40*sqrt(rows))")
+    parser.add_argument("--items", type=positive_int, default=None, help="number of items (default ~8*sqrt(rows))")
     parser.add_argument("--ctr", type=float, default=0.10, help="mean click probability (default 0.10)")
     parser.add_argument(
         "--rows-per-file",
-        type=_positive_int,
+        type=positive_int,
         default=1_000_000,
         help="split an hour with more rows into part-0, part-1, ... (default 1000000)",
     )
