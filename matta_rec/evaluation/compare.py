@@ -58,26 +58,19 @@ def _versus(rows: ScoredRows, name: str, baseline: str, ci: str, level: float,
     pm, pb = rows.predictions[name], rows.predictions[baseline]
     if ci == "delong":
         r = delong_test(y, pm, pb, w, level=level)
-        return {
-            "method": "delong",
-            "diff": r.diff,
-            "diff_ci": [r.diff_low, r.diff_high],
-            "relative_pct": 100.0 * r.relative,
-            "relative_pct_ci": [100.0 * r.relative_low, 100.0 * r.relative_high],
-            "p_value": r.p_value,
-            "level": level,
-        }
-    r = paired_bootstrap(y, pm, pb, w, n_boot=n_boot, level=level, seed=seed)
+        method, extra = "delong", {}
+    else:
+        r = paired_bootstrap(y, pm, pb, w, n_boot=n_boot, level=level, seed=seed)
+        method, extra = "paired_bootstrap", {"n_boot": n_boot, "seed": seed}
     return {
-        "method": "paired_bootstrap",
+        "method": method,
         "diff": r.diff,
         "diff_ci": [r.diff_low, r.diff_high],
         "relative_pct": 100.0 * r.relative,
         "relative_pct_ci": [100.0 * r.relative_low, 100.0 * r.relative_high],
         "p_value": r.p_value,
         "level": level,
-        "n_boot": n_boot,
-        "seed": seed,
+        **extra,
     }
 
 
