@@ -248,3 +248,22 @@ def test_default_names_are_made_unique_with_parent_folders(models, tmp_path):
         str(tmp_path / "a" / "seed-0"), str(tmp_path / "b" / "seed-0"),
         f"x={models['good']}", f"x={models['weak']}"])]
     assert names == ["a/seed-0", "b/seed-0", "x", "x-2"]
+
+
+def test_curves_of_one_run_named_twice_are_listed_once(tmp_path):
+    """A run reached through a relative and an absolute path is one run."""
+    import json
+
+    from matta_rec.evaluation.report import load_curves
+
+    run = tmp_path / "runs" / "matta"
+    run.mkdir(parents=True)
+    curve = [{"rows_end": 100 * (i + 1), "rows": 100,
+              "event": {"student": {"auc_loss": 0.3 - 0.01 * i, "rows": 100}},
+              "target": {"student": {"auc_loss": 0.3 - 0.01 * i, "rows": 100}}}
+             for i in range(3)]
+    (run / "metrics.json").write_text(json.dumps({"levels": ["student"],
+                                                  "online": {"curve": curve}}))
+    rel = os.path.relpath(run)
+    curves = load_curves([str(run), rel, str(run) + "/"])
+    assert list(curves) == ["matta"]

@@ -149,7 +149,12 @@ def load_curves(run_dirs: Sequence[str], label: str = "event") -> dict:
     dict_keys(['student', 'ta'])
     """
     out = {}
+    seen = set()
     for run_dir in run_dirs:
+        real = os.path.realpath(run_dir)
+        if real in seen:  # the same run named twice (relative and absolute paths)
+            continue
+        seen.add(real)
         path = os.path.join(run_dir, "metrics.json")
         if not os.path.isfile(path):
             continue
@@ -440,7 +445,7 @@ def plot_pareto(report: Mapping, path: str) -> str | None:
                     label="Pareto front")
         if base.get("auc_loss") is not None:
             ax.axhline(base["auc_loss"], color="tab:red", linestyle="--", linewidth=1,
-                       label=f"baseline {base['name']}")
+                       label="baseline" if base["name"] == "baseline" else f"baseline {base['name']}")
             if base.get(key) is not None:
                 ax.scatter([base[key]], [base["auc_loss"]], marker="*", s=180, color="tab:red",
                            zorder=4)
