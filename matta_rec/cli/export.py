@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from matta_rec.cli._args import non_negative_int, positive_int
+
 HELP = "export Student sizes as TF Serving SavedModels"
 
 
@@ -23,30 +25,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated sizes: student, ta, Mix'n'Match specs "
                              "(wnw:K, wnw:K@LEVEL, mix@LEVEL:B1,B2,...) or all-pareto "
                              "(default: student,ta)")
-    parser.add_argument("--version", type=int, default=None,
+    parser.add_argument("--version", type=non_negative_int, default=None,
                         help="integer version (default: next after the existing ones)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing version instead of refusing")
     parser.add_argument("--data", default=None,
                         help="log shards to take warmup rows from (default: the example "
                              "rows recorded with the run's checkpoints)")
-    parser.add_argument("--warmup-rows", type=int, default=64,
+    parser.add_argument("--warmup-rows", type=positive_int, default=64,
                         help="rows used for warmup requests and latency batches (default 64)")
-    parser.add_argument("--latency-repeats", type=int, default=30,
+    parser.add_argument("--latency-repeats", type=non_negative_int, default=30,
                         help="timed calls per batch size for the manifest latency; 0 skips "
                              "(default 30)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from matta_rec.export.publish import ExportError
     from matta_rec.export.run_export import export_run
 
-    if args.version is not None and args.version < 0:
-        raise ExportError(f"--version must be >= 0, got {args.version}")
-    if args.warmup_rows < 1:
-        raise ExportError(f"--warmup-rows must be >= 1, got {args.warmup_rows}")
-    if args.latency_repeats < 0:
-        raise ExportError(f"--latency-repeats must be >= 0, got {args.latency_repeats}")
     manifest = export_run(
         args.run,
         args.out,
