@@ -181,3 +181,15 @@ def track_per_level(layer: Any, *names: str) -> None:
         for level, value in getattr(layer, name).items():
             for path, variable in walk(value, f"{name.lstrip('_')}/level{level}"):
                 track(variable, name=path, overwrite=True)
+
+
+def level_prefix(params: dict, level: int, width: int, shared: bool, num_levels: int):
+    """The variable level ``level`` uses from a per-level store.
+
+    Shared: the first ``width`` entries (last axis) of the TA's variable, with
+    no slice op when the level uses all of it; unshared: the level's own.
+    """
+    if shared:
+        param = params[num_levels - 1]
+        return param if width == param.shape[-1] else param[..., :width]
+    return params[level]

@@ -11,6 +11,7 @@ from keras import ops
 from matta_rec.layers._nesting import (
     input_widths,
     level_suffix,
+    level_prefix,
     level_widths,
     per_level_store,
     track_per_level,
@@ -242,11 +243,9 @@ class MNestedDense(keras.layers.Layer):
         """Bias level ``level`` uses: ``bias[:N_i]`` (``None`` without bias)."""
         if not self.use_bias:
             return None
-        if self.share_weights:
-            bias = self._biases[self.num_levels - 1]
-            n = self.units[level]
-            return bias if n == bias.shape[0] else bias[:n]
-        return self._biases[level]
+        return level_prefix(
+            self._biases, level, self.units[level], self.share_weights, self.num_levels
+        )
 
     def call(self, inputs: Any) -> tuple:
         xs, shared = split_inputs(inputs, self.num_levels, self.name)

@@ -12,6 +12,7 @@ from matta_rec.layers._nesting import (
     dense_widths,
     input_widths,
     level_suffix,
+    level_prefix,
     level_widths,
     per_level_store,
     track_per_level,
@@ -214,18 +215,12 @@ class MNestedGAU(keras.layers.Layer):
         """The TA's query/key offsets ``(2, s_TA)``."""
         return self._betas[self.num_levels - 1]
 
-    def _level_param(self, params: dict, level: int, width: int):
-        if self.share_weights:
-            param = params[self.num_levels - 1]
-            return param if width == param.shape[-1] else param[..., :width]
-        return params[level]
-
     def level_scale_offset(self, level: int, width: int | None = None):
         """``(gamma, beta)`` of shape ``(2, s)`` that level ``level`` uses."""
         width = self.shared_dims[level] if width is None else width
         return (
-            self._level_param(self._gammas, level, width),
-            self._level_param(self._betas, level, width),
+            level_prefix(self._gammas, level, width, self.share_weights, self.num_levels),
+            level_prefix(self._betas, level, width, self.share_weights, self.num_levels),
         )
 
     def call(self, inputs: Any) -> tuple:
