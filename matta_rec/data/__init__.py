@@ -2,6 +2,7 @@
 
 from matta_rec.data.errors import ConfigError, DataError, MattaError, SchemaError
 from matta_rec.data.schema import FeatureSpec, LabelSpec, Schema, load_schema
+from matta_rec.utils.lazy import lazy_attributes
 
 # Imported on first use so that `import matta_rec.data.errors` (the CLI's
 # start-up path) does not pay for pyarrow.
@@ -18,24 +19,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name):
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'matta_rec.data' has no attribute '{name}'")
-
-
-__all__ = [
-    "ConfigError",
-    "DataError",
-    "MattaError",
-    "SchemaError",
-    "FeatureSpec",
-    "LabelSpec",
-    "Schema",
-    "load_schema",
-    *_LAZY,
-]
+__getattr__ = lazy_attributes(__name__, _LAZY, globals())

@@ -13,6 +13,7 @@ from matta_rec.export.latency import measure_latency
 from matta_rec.export.publish import ExportError, publish_version
 from matta_rec.export.savedmodel import export_model
 from matta_rec.export.warmup import build_warmup_requests, read_warmup, write_warmup
+from matta_rec.utils.lazy import lazy_attributes
 
 __all__ = [
     "ExportError",
@@ -26,10 +27,5 @@ __all__ = [
 ]
 
 
-def __getattr__(name):
-    # export_run pulls in matta_rec.training / models; import it lazily.
-    if name == "export_run":
-        from matta_rec.export.run_export import export_run
-
-        return export_run
-    raise AttributeError(name)
+# export_run pulls in matta_rec.training / models: imported on first use.
+__getattr__ = lazy_attributes(__name__, {"export_run": "matta_rec.export.run_export"}, globals())

@@ -15,6 +15,7 @@ from matta_rec.training.config import (
     RampConfig,
     RunConfig,
 )
+from matta_rec.utils.lazy import lazy_attributes
 
 __all__ = [
     "CheckpointConfig",
@@ -33,6 +34,8 @@ __all__ = [
     "train_run",
 ]
 
+# TensorFlow-backed parts load on first use, so importing the config
+# (e.g. for `matta-rec train --help`) stays cheap.
 _LAZY = {
     "DistillRamp": "matta_rec.training.losses",
     "MatTALoss": "matta_rec.training.losses",
@@ -43,13 +46,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name):
-    # TensorFlow-backed parts load on first use, so importing the config
-    # (e.g. for `matta-rec train --help`) stays cheap.
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'matta_rec.training' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY, globals())
