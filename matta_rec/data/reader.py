@@ -550,7 +550,7 @@ class LogStream:
 
         ds = (
             tf.data.Dataset.from_generator(generator, output_signature=grouped)
-            .map(rebuild)
+            .map(rebuild, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
             .unbatch()
         )
         if self.prefetch:
