@@ -225,6 +225,49 @@ def test_nesterov_and_weight_decay_change_the_step():
     assert np.abs(plain - decayed).max() > 1e-3
 
 
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(),
+        dict(grafting=None, beta1=0.0, beta2=1.0, statistics_frequency=2),
+        dict(grafting="sgd", nesterov=True, exponent_override=2, large_dim_policy="one_sided",
+             max_preconditioner_dim=8),
+    ],
+)
+def test_grouped_update_equals_per_variable_update(kw):
+    # Shampoo updates the variables of a step together (blocks of one shape
+    # stacked into batched ops); Keras's per-variable `update_step` path must
+    # give the same weights, state and counters.
+    shapes = {"a": (6, 4), "b": (6, 4), "c": (4, 6), "d": (10, 7), "e": (2, 3, 4), "bias": (5,),
+              "user_table": (9, 4), "f": (12, 3)}
+    steps = 6
+    rng = np.random.default_rng(0)
+    grads = [{k: rng.normal(size=s).astype(np.float32) for k, s in shapes.items()} for _ in range(steps)]
+    grads[3]["a"][0, 0] = np.nan  # skipped and counted
+    grads[4]["b"][:] = 1e30  # statistics overflow: not accumulated, counted
+    settings = dict(learning_rate=0.05, block_size=4, preconditioning_frequency=2, start_preconditioning_step=2)
+    settings.update(kw)
+    results = []
+    for grouped in (True, False):
+        opt = Shampoo(**settings)
+        opt._group_updates = grouped
+        variables = [keras.Variable(rand(s, 100 + k), name=name) for k, (name, s) in enumerate(shapes.items())]
+
+        @tf.function
+        def step(gs):
+            opt.apply(gs, variables)
+
+        for g in grads:
+            step([tf.constant(g[k]) for k in shapes])
+        state = [v.numpy() for v in variables] + [v.numpy() for v in opt.variables]
+        results.append((state, opt.diagnostics()))
+    assert results[0][1] == results[1][1]
+    assert results[0][1]["shampoo_skipped_updates"] >= 2
+    assert len(results[0][0]) == len(results[1][0])
+    for a, b in zip(results[0][0], results[1][0]):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
 # ------------------------------------------------------------- robustness
 
 

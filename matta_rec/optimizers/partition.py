@@ -22,6 +22,10 @@ optimizer is built. It says
 `to_blocks` / `from_blocks` move between the variable's shape and the batched
 block layout `[num_blocks, rows, cols]` that the optimizer works on (batched
 matmuls and decompositions instead of a Python loop over blocks).
+
+A `BlockGroup` goes one step further: the blocks of several variables that
+share a block shape are stacked along the block axis, so that one batched op
+serves all of them (on CPU a small model's step costs per op, not per flop).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import math
 
 import tensorflow as tf
 
-__all__ = ["BlockPlan", "make_plan", "matrix_view_shape"]
+__all__ = ["BlockGroup", "BlockPlan", "make_plan", "matrix_view_shape"]
 
 
 def matrix_view_shape(shape):
@@ -104,8 +108,10 @@ class BlockPlan:
     def to_blocks(self, x):
         """Variable-shaped tensor -> `[num_blocks, chunk_rows, chunk_cols]`."""
         m, n = self.matrix_shape
-        x = tf.reshape(x, (m, n))
         pm, pn = self.padded_shape
+        if self.num_blocks == 1 and (pm, pn) == (m, n):
+            return tf.reshape(x, (1, m, n))
+        x = tf.reshape(x, (m, n))
         if (pm, pn) != (m, n):
             x = tf.pad(x, [[0, pm - m], [0, pn - n]])
         (kr, kc), (cr, cc) = self.num_chunks, self.chunk
@@ -123,6 +129,8 @@ class BlockPlan:
         (kr, kc), (cr, cc) = self.num_chunks, self.chunk
         pm, pn = self.padded_shape
         if kr == 1 and kc == 1:
+            if (pm, pn) == (m, n):
+                return tf.reshape(b, self.shape)
             x = b[0]
         elif kc == 1:
             x = tf.reshape(b, (pm, pn))
@@ -133,6 +141,63 @@ class BlockPlan:
         if (pm, pn) != (m, n):
             x = x[:m, :n]
         return tf.reshape(x, self.shape)
+
+
+class BlockGroup:
+    """Variables whose blocks have the same shape, stacked along the block axis.
+
+    The members' block layouts (`BlockPlan.to_blocks`) are concatenated in
+    member order: member `k` owns rows `offsets[k]:offsets[k + 1]` of the
+    stacked `[num_blocks, rows, cols]` tensor. With a single member every
+    method is the identity on the layout (no concat / split op).
+
+    Args:
+        plans: the members' `BlockPlan`s; all must have the same `chunk`.
+    """
+
+    def __init__(self, plans):
+        plans = tuple(plans)
+        if not plans:
+            raise ValueError("A BlockGroup needs at least one BlockPlan.")
+        if any(p.diagonal for p in plans):
+            raise ValueError("A BlockGroup holds preconditioned variables only (a plan is diagonal).")
+        if len({p.chunk for p in plans}) != 1:
+            raise ValueError(f"The plans of a BlockGroup must share one block shape. Received: {[p.chunk for p in plans]}")
+        self.plans = plans
+        self.sizes = [p.num_blocks for p in plans]
+        self.num_blocks = sum(self.sizes)
+        self._segment_ids = None
+        if any(n > 1 for n in self.sizes) and len(plans) > 1:
+            self._segment_ids = [k for k, n in enumerate(self.sizes) for _ in range(n)]
+
+    def concat(self, per_member):
+        """Stacks per-member `[num_blocks_k, ...]` tensors: `[num_blocks, ...]`."""
+        per_member = list(per_member)
+        return per_member[0] if len(per_member) == 1 else tf.concat(per_member, axis=0)
+
+    def split(self, stacked):
+        """Inverse of `concat`: the list of per-member `[num_blocks_k, ...]` slices."""
+        return [stacked] if len(self.plans) == 1 else tf.split(stacked, self.sizes, axis=0)
+
+    def to_blocks(self, tensors):
+        """Variable-shaped tensors (one per member) -> stacked `[num_blocks, rows, cols]`."""
+        return self.concat(plan.to_blocks(x) for plan, x in zip(self.plans, tensors))
+
+    def from_blocks(self, blocks):
+        """Inverse of `to_blocks`: the list of variable-shaped tensors."""
+        return [plan.from_blocks(b) for plan, b in zip(self.plans, self.split(blocks))]
+
+    def all_per_member(self, flags):
+        """`(per_block, per_member)` of a boolean `[num_blocks]` vector: a block's
+        entry is True when the flags of all blocks of its member are, and
+        `per_member` (`[num_members]`) is that value once per member."""
+        if self._segment_ids is None:
+            if len(self.plans) == 1 and self.num_blocks > 1:
+                every = tf.reduce_all(flags)
+                return tf.fill([self.num_blocks], every), every[None]
+            return flags, flags
+        per_member = tf.math.segment_min(tf.cast(flags, tf.int32), self._segment_ids) > 0
+        return tf.gather(per_member, self._segment_ids), per_member
 
 
 def make_plan(

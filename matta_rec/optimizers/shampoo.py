@@ -10,6 +10,7 @@ replica receives the all-reduced gradient and recomputes the same roots.
 
 from __future__ import annotations
 
+import collections
 import re
 
 import keras
@@ -17,7 +18,7 @@ import tensorflow as tf
 from keras import ops
 
 from matta_rec.optimizers import matrix_functions
-from matta_rec.optimizers.partition import make_plan
+from matta_rec.optimizers.partition import BlockGroup, make_plan
 
 GRAFTING_TYPES = ("adam", "adagrad", "rmsprop", "sgd")
 ROOT_METHODS = ("eigh", "newton")
@@ -262,6 +263,9 @@ class Shampoo(keras.optimizers.Optimizer):
         self.embedding_pattern = embedding_pattern
         self.diagonal_variables = list(diagonal_variables) if diagonal_variables else []
         self.root_method = root_method
+        # Update all variables of a device set at once (blocks of a shape
+        # batched); False: Keras's one `update_step` per variable. Same math.
+        self._group_updates = True
 
     def get_config(self):
         config = super().get_config()
@@ -422,58 +426,105 @@ class Shampoo(keras.optimizers.Optimizer):
         return scalars
 
     def update_step(self, gradient, variable, learning_rate):
+        """The update of one variable (Keras's per-variable API).
+
+        Training goes through `_distributed_tf_update_step`, which updates
+        all variables of a device set at once; this entry point is the same
+        update for a single variable.
+        """
         if not isinstance(learning_rate, dict):
             learning_rate = self._step_scalars(learning_rate)
-        if isinstance(gradient, tf.IndexedSlices):
-            gradient = tf.convert_to_tensor(gradient)
-        i = self._get_variable_index(variable)
-        dtype = tf.float32 if variable.dtype in ("float16", "bfloat16") else tf.as_dtype(variable.dtype)
-        scalars = {
-            k: (tf.cast(v, dtype) if v.dtype.is_floating and v.dtype != dtype else v) for k, v in learning_rate.items()
-        }
-        g = tf.cast(gradient, dtype)
-        # A gradient with a NaN / inf is replaced by zeros and counted. One
-        # reduction (NaN / inf propagate into the sum) and a select: cheaper
-        # on CPU than a `tf.cond` around the whole update.
-        finite = tf.math.is_finite(tf.reduce_sum(g))
-        g = tf.where(finite, g, tf.zeros_like(g))
-        self.skipped_updates.assign_add(tf.cast(tf.logical_not(finite), tf.int64))
-        self._apply_update(i, g, variable, scalars)
+        self._update_variables([gradient], [variable], learning_rate)
 
-    def _apply_update(self, i, g, variable, scalars):
-        """The update of one variable, as few ops as `keras.optimizers.Adam`
-        on the diagonal path (in-place accumulators, scalars precomputed)."""
-        plan = self._plans[i]
+    def _distributed_tf_update_step(self, distribution, grads_and_vars, learning_rate):
+        # Keras's TF optimizer calls `update_step` once per variable, each in
+        # its own `distribution.extended.update`. Shampoo updates all the
+        # variables placed on the same devices in one `update` (per replica,
+        # with the all-reduced gradients, as Keras does), so that the blocks
+        # of one shape are preconditioned by one batched op and the counters
+        # are assigned once per step: on CPU a small model's step costs per
+        # op, not per flop. Variables on other devices (parameter servers,
+        # pinned tables) form separate calls.
+        if not self._group_updates:
+            return super()._distributed_tf_update_step(distribution, grads_and_vars, learning_rate)
+        by_devices = {}
+        for grad, var in grads_and_vars:
+            by_devices.setdefault(_devices_of(var), []).append((grad, var))
+        for pairs in by_devices.values():
+            variables = [var for _, var in pairs]
 
-        # 1. Momentum on the gradient: the direction is `numerator * scale`.
-        if self.beta1 > 0:
-            m = self._momentums[i]
-            self.assign_add(m, (g - _read(m)) * (1.0 - self.beta1))
-            numerator = _read(m)
-            if self.nesterov:
-                numerator = self.beta1 * numerator + (1.0 - self.beta1) * g
-        else:
-            numerator = g
+            def update_all(_, grads, scalars, variables=variables):
+                self._update_variables(grads, variables, scalars)
 
-        # 2. The grafted diagonal step is `graft * graft_scale`.
-        graft = self._graft_direction(i, g, numerator)
+            distribution.extended.update(
+                variables[0], update_all, args=([grad for grad, _ in pairs], learning_rate), group=False
+            )
 
-        if plan.diagonal:
-            step = graft * scalars["diagonal_lr"]
-            if self.grafting in ("adam", "adagrad", "rmsprop"):
-                # `m / (sqrt(v) + eps)` is bounded for a finite gradient: no
-                # guard needed (the common path, kept as cheap as Adam's).
-                self.assign_sub(variable, step)
-                return
-        else:
-            self._update_preconditioner(i, plan, g, scalars)
-            step = self._shampoo_step(i, plan, numerator, graft, scalars)
-            if self.start_preconditioning_step > 0:
-                step = tf.where(scalars["preconditioning"], step, graft * scalars["diagonal_lr"])
-        # A non-finite step (overflow) is not applied, and counted.
-        ok = tf.math.is_finite(tf.reduce_sum(step))
-        self.assign_sub(variable, tf.where(ok, step, tf.zeros_like(step)))
-        self.skipped_updates.assign_add(tf.cast(tf.logical_not(ok), tf.int64))
+    def _update_variables(self, grads, variables, scalars):
+        """The update of `variables` (one replica's copies) by `grads`.
+
+        Diagonal variables take the grafted step one by one (as few ops as
+        `keras.optimizers.Adam`); preconditioned variables are grouped by
+        block shape and root exponent (`partition.BlockGroup`): statistics,
+        roots, `L^(-1/p) D R^(-1/p)` and the grafting norms are batched ops
+        over the stacked blocks of a group. Every skip is counted in one
+        `skipped_updates` assignment.
+
+        Args:
+            grads: gradients, one per variable (dense or `tf.IndexedSlices`).
+            variables: the variables, in the optimizer's list.
+            scalars: the step's scalars (`_step_scalars`).
+        """
+        skipped = []  # boolean tensors: every True entry is one counted skip
+        cast_scalars = {}
+        groups = {}
+        for gradient, variable in zip(grads, variables):
+            if isinstance(gradient, tf.IndexedSlices):
+                gradient = tf.convert_to_tensor(gradient)
+            i = self._get_variable_index(variable)
+            dtype = tf.float32 if variable.dtype in ("float16", "bfloat16") else tf.as_dtype(variable.dtype)
+            if dtype not in cast_scalars:
+                cast_scalars[dtype] = {
+                    k: (tf.cast(v, dtype) if v.dtype.is_floating and v.dtype != dtype else v)
+                    for k, v in scalars.items()
+                }
+            g = tf.cast(gradient, dtype)
+            # A gradient with a NaN / inf is replaced by zeros and counted. One
+            # reduction (NaN / inf propagate into the sum) and a select: cheaper
+            # on CPU than a `tf.cond` around the whole update.
+            finite = tf.math.is_finite(tf.reduce_sum(g))
+            g = tf.where(finite, g, tf.zeros([], dtype))
+            skipped.append(tf.logical_not(finite))
+            numerator = self._momentum_direction(i, g)
+            graft = self._graft_direction(i, g, numerator)
+            plan = self._plans[i]
+            if plan.diagonal:
+                not_ok = self._apply_diagonal_step(variable, graft, cast_scalars[dtype])
+                if not_ok is not None:
+                    skipped.append(not_ok)
+                continue
+            key = (plan.chunk, plan.precondition, self._root_exponent(plan))
+            groups.setdefault(key, []).append(_Member(i, plan, variable, g, numerator, graft))
+        groups = [(BlockGroup([m.plan for m in members]), members, key[2]) for key, members in groups.items()]
+        if not groups:
+            self.skipped_updates.assign_add(_count(skipped))
+            return
+        statistics_skipped = self._update_statistics(groups, scalars)
+        self._update_roots(groups, scalars)
+        for group, members, _ in groups:
+            skipped.append(self._apply_shampoo_step(group, members, scalars))
+        self.skipped_updates.assign_add(_count(skipped) + statistics_skipped)
+
+    def _momentum_direction(self, i, g):
+        """The momentum-filtered gradient up to the scalar `scale` (bias correction)."""
+        if self.beta1 == 0:
+            return g
+        m = self._momentums[i]
+        self.assign_add(m, (g - _read(m)) * (1.0 - self.beta1))
+        numerator = _read(m)
+        if self.nesterov:
+            numerator = self.beta1 * numerator + (1.0 - self.beta1) * g
+        return numerator
 
     def _graft_direction(self, i, g, numerator):
         """The grafted step up to the scalar `graft_scale` (bias corrections)."""
@@ -487,79 +538,138 @@ class Shampoo(keras.optimizers.Optimizer):
         # Adam as keras.optimizers.Adam ("epsilon hat"); AdaGrad, RMSprop.
         return numerator / (tf.sqrt(_read(v)) + self.grafting_epsilon)
 
-    def _update_preconditioner(self, i, plan, g, scalars):
-        """Statistics every `statistics_frequency` steps, roots every
-        `preconditioning_frequency` steps from `start_preconditioning_step`."""
-        blocks = tf.cast(plan.to_blocks(g), tf.float32)
-        sides = [
-            (self._stats_left[i], self._roots_left[i], "left"),
-            (self._stats_right[i], self._roots_right[i], "right"),
-        ]
-        sides = [s for s in sides if s[0] is not None]
-        def update_statistics():
-            for stats, _, side in sides:
-                if side == "left":
-                    outer = tf.matmul(blocks, blocks, transpose_b=True)
-                else:
-                    outer = tf.matmul(blocks, blocks, transpose_a=True)
-                # A statistic that would overflow is not accumulated.
-                finite = tf.math.is_finite(tf.reduce_sum(outer))
-                self._accumulate(stats, tf.where(finite, outer, tf.zeros_like(outer)))
-                self.skipped_updates.assign_add(tf.cast(tf.logical_not(finite), tf.int64))
-            return tf.constant(0, tf.int64)
+    def _apply_diagonal_step(self, variable, graft, scalars):
+        """`w -= lr * A(D)`; returns the "not applied" flag, or None when the
+        step cannot be non-finite."""
+        step = graft * scalars["diagonal_lr"]
+        if self.grafting in ("adam", "adagrad", "rmsprop"):
+            # `m / (sqrt(v) + eps)` is bounded for a finite gradient: no
+            # guard needed (the common path, kept as cheap as Adam's).
+            self.assign_sub(variable, step)
+            return None
+        # A non-finite step (overflow) is not applied, and counted.
+        ok = tf.math.is_finite(tf.reduce_sum(step))
+        self.assign_sub(variable, tf.where(ok, step, tf.zeros([], step.dtype)))
+        return tf.logical_not(ok)
 
-        def noop():
-            return tf.constant(0, tf.int64)
+    def _sides(self, members):
+        """`[(left, statistics, roots)]` per preconditioned side of a group:
+        `left` is True for the row side, then the members' state variables
+        (all members of a group precondition the same sides)."""
+        out = []
+        for left, stats, roots in (
+            (True, self._stats_left, self._roots_left),
+            (False, self._stats_right, self._roots_right),
+        ):
+            if stats[members[0].index] is not None:
+                out.append((left, [stats[m.index] for m in members], [roots[m.index] for m in members]))
+        return out
+
+    def _update_statistics(self, groups, scalars):
+        """Every `statistics_frequency` steps: `L`, `R` of every group. Returns
+        the number of (member, side) statistics not accumulated (overflow)."""
+
+        def update():
+            skipped = []
+            for group, members, _ in groups:
+                blocks = tf.cast(group.to_blocks([m.g for m in members]), tf.float32)
+                for left, stats, _ in self._sides(members):
+                    if left:
+                        outer = tf.matmul(blocks, blocks, transpose_b=True)
+                    else:
+                        outer = tf.matmul(blocks, blocks, transpose_a=True)
+                    # A statistic that would overflow is not accumulated.
+                    finite, finite_members = group.all_per_member(
+                        tf.math.is_finite(tf.reduce_sum(outer, axis=[-2, -1]))
+                    )
+                    outer = tf.where(finite[:, None, None], outer, tf.zeros([], outer.dtype))
+                    if self.beta2 == 1.0:
+                        delta = outer
+                    else:
+                        delta = (outer - group.concat([_read(s) for s in stats])) * (1.0 - self.beta2)
+                    for s, d in zip(stats, group.split(delta)):
+                        self.assign_add(s, d)
+                    skipped.append(tf.logical_not(finite_members))
+            return _count(skipped)
 
         if self.statistics_frequency == 1:
-            update_statistics()
+            return update()
+        return tf.cond(scalars["statistics_due"], update, lambda: tf.constant(0, tf.int64))
 
-        p = self._root_exponent(plan)
+    def _update_roots(self, groups, scalars):
+        """Every `preconditioning_frequency` steps from
+        `start_preconditioning_step`: the inverse roots of every group's
+        statistics (one batched decomposition per group and side)."""
         correction = scalars.get("statistics_correction")
 
-        def update_roots():
-            for stats, roots, _ in sides:
-                s = _read(stats)
-                if correction is not None:
-                    s = s / correction
-                new, ok, empty = matrix_functions.inverse_pth_root(s, p, self.epsilon, method=self.root_method)
-                self.assign(roots, tf.where(ok[:, None, None], new, _read(roots)))
-                failed = tf.logical_and(tf.logical_not(ok), tf.logical_not(empty))
-                self.root_failures.assign_add(tf.reduce_sum(tf.cast(failed, tf.int64)))
+        def update():
+            failures = []
+            for group, members, p in groups:
+                for _, stats, roots in self._sides(members):
+                    s = group.concat([_read(x) for x in stats])
+                    if correction is not None:
+                        s = s / correction
+                    new, ok, empty = matrix_functions.inverse_pth_root(s, p, self.epsilon, method=self.root_method)
+                    kept = tf.where(ok[:, None, None], new, group.concat([_read(r) for r in roots]))
+                    for r, value in zip(roots, group.split(kept)):
+                        self.assign(r, value)
+                    failures.append(tf.logical_and(tf.logical_not(ok), tf.logical_not(empty)))
+            self.root_failures.assign_add(_count(failures))
             return tf.constant(0, tf.int64)
 
-        if self.statistics_frequency == 1:
-            tf.cond(scalars["roots_due"], update_roots, noop)
+        tf.cond(scalars["roots_due"], update, lambda: tf.constant(0, tf.int64))
+
+    def _apply_shampoo_step(self, group, members, scalars):
+        """`w -= lr * L^(-1/p) D R^(-1/p)` per block, rescaled to the grafted
+        norm of the block (the grafted step before preconditioning starts).
+        Returns the per-member "not applied" flags (non-finite step)."""
+        directions = tf.cast(group.to_blocks([m.numerator for m in members]), tf.float32)
+        blocks = directions
+        for left, _, roots in self._sides(members):
+            factor = group.concat([_read(r) for r in roots])
+            blocks = tf.matmul(factor, blocks) if left else tf.matmul(blocks, factor)
+        diagonal_lr = tf.cast(scalars["diagonal_lr"], tf.float32)
+        if self.grafting in (None, "sgd"):
+            grafted = directions  # the grafted direction is the momentum itself
         else:
-            # One cond per variable on most steps (neither is due).
-            def statistics_or_roots():
-                tf.cond(scalars["statistics_due"], update_statistics, noop)
-                tf.cond(scalars["roots_due"], update_roots, noop)
-                return tf.constant(0, tf.int64)
-
-            tf.cond(tf.logical_or(scalars["statistics_due"], scalars["roots_due"]), statistics_or_roots, noop)
-
-    def _accumulate(self, stats, outer):
-        if self.beta2 == 1.0:
-            self.assign_add(stats, outer)
-        else:
-            self.assign_add(stats, (outer - _read(stats)) * (1.0 - self.beta2))
-        return tf.constant(0, tf.int64)
-
-    def _shampoo_step(self, i, plan, numerator, graft, scalars):
-        """`lr * L^(-1/p) D R^(-1/p)` per block, rescaled to the grafted norm."""
-        blocks = tf.cast(plan.to_blocks(numerator), tf.float32)
-        if self._roots_left[i] is not None:
-            blocks = tf.matmul(_read(self._roots_left[i]), blocks)
-        if self._roots_right[i] is not None:
-            blocks = tf.matmul(blocks, _read(self._roots_right[i]))
+            grafted = tf.cast(group.to_blocks([m.graft for m in members]), tf.float32)
         if self.grafting is None:
-            factor = tf.cast(scalars["learning_rate"] * scalars["scale"], tf.float32)
+            step = blocks * tf.cast(scalars["learning_rate"] * scalars["scale"], tf.float32)
         else:
-            graft_norm = tf.norm(tf.cast(plan.to_blocks(graft), tf.float32), axis=[-2, -1], keepdims=True)
+            graft_norm = tf.norm(grafted, axis=[-2, -1], keepdims=True)
             shampoo_norm = tf.norm(blocks, axis=[-2, -1], keepdims=True)
-            factor = tf.math.divide_no_nan(graft_norm, shampoo_norm) * tf.cast(scalars["diagonal_lr"], tf.float32)
-        return tf.cast(plan.from_blocks(blocks * factor), numerator.dtype)
+            step = blocks * (tf.math.divide_no_nan(graft_norm, shampoo_norm) * diagonal_lr)
+        if self.start_preconditioning_step > 0:
+            step = tf.where(scalars["preconditioning"], step, grafted * diagonal_lr)
+        # A non-finite step (overflow) is not applied, and counted.
+        ok, ok_members = group.all_per_member(tf.math.is_finite(tf.reduce_sum(step, axis=[-2, -1])))
+        step = tf.where(ok[:, None, None], step, tf.zeros([], step.dtype))
+        for member, value in zip(members, group.from_blocks(step)):
+            self.assign_sub(member.variable, value)
+        return tf.logical_not(ok_members)
+
+
+class _Member(collections.namedtuple("_Member", "index plan variable g numerator graft")):
+    """A preconditioned variable in one step's update: its index, plan, the
+    variable, its sanitised gradient, momentum direction and grafted direction."""
+
+
+def _devices_of(variable):
+    """The devices holding a variable's copies (one per replica when mirrored)."""
+    values = getattr(variable, "values", None)
+    if isinstance(values, (tuple, list)):
+        return tuple(v.device for v in values)
+    return (variable.device,)
+
+
+def _count(flags):
+    """Number of True entries of a list of boolean tensors (scalars or vectors)."""
+    if not flags:
+        return tf.constant(0, tf.int64)
+    scalars = [f for f in flags if f.shape.rank == 0]
+    parts = ([tf.stack(scalars)] if scalars else []) + [tf.reshape(f, [-1]) for f in flags if f.shape.rank != 0]
+    stacked = parts[0] if len(parts) == 1 else tf.concat(parts, axis=0)
+    return tf.reduce_sum(tf.cast(stacked, tf.int64))
 
 
 if Shampoo.__doc__ is not None:
