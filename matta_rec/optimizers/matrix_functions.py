@@ -24,11 +24,45 @@ from __future__ import annotations
 import tensorflow as tf
 
 __all__ = [
+    "stacked_matmul",
     "inverse_pth_root",
     "inverse_pth_root_eigh",
     "inverse_pth_root_newton",
     "max_eigenvalue",
 ]
+
+
+def stacked_matmul(a, b, transpose_a=False, transpose_b=False):
+    """`tf.matmul` of two stacks of matrices `[n, ., .]`, as `n` 2-D matmuls.
+
+    Same result as `tf.matmul(a, b, ...)`. On CPU, TensorFlow's (oneDNN)
+    batched matmul costs 1.5x (192 x 192) to 10x (a few rows) the CPU time of
+    2-D matmuls on the small stacks Shampoo multiplies every step, so a stack
+    with a static size is cut into 2-D products (a lone matrix is reshaped,
+    not sliced); other shapes go to `tf.matmul`.
+
+    Args:
+        a: float tensor `[n, p, q]` (`[n, q, p]` with `transpose_a`).
+        b: float tensor `[n, q, r]` (`[n, r, q]` with `transpose_b`).
+        transpose_a: multiply by `a`'s transposes.
+        transpose_b: multiply by `b`'s transposes.
+
+    Returns:
+        `[n, p, r]`.
+    """
+    n = a.shape[0] if a.shape.rank == 3 else None
+    if n is None or b.shape.rank != 3 or b.shape[0] != n or not a.shape[1:].is_fully_defined():
+        return tf.matmul(a, b, transpose_a=transpose_a, transpose_b=transpose_b)
+    if n == 1:
+        product = tf.matmul(
+            tf.reshape(a, a.shape[1:]), tf.reshape(b, b.shape[1:]), transpose_a=transpose_a, transpose_b=transpose_b
+        )
+        return tf.reshape(product, [1] + product.shape.as_list())
+    products = [
+        tf.matmul(x, y, transpose_a=transpose_a, transpose_b=transpose_b)
+        for x, y in zip(tf.unstack(a, num=n), tf.unstack(b, num=n))
+    ]
+    return tf.stack(products)
 
 
 def _all_finite(x, axes=(-2, -1)):
