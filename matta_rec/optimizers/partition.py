@@ -35,6 +35,8 @@ import math
 
 import tensorflow as tf
 
+from matta_rec.optimizers.matrix_functions import stacked_matmul
+
 __all__ = ["BlockGroup", "BlockPlan", "make_plan", "matrix_view_shape"]
 
 
@@ -147,12 +149,16 @@ class BlockGroup:
     """Variables whose blocks have the same shape, stacked along the block axis.
 
     The members' block layouts (`BlockPlan.to_blocks`) are concatenated in
-    member order: member `k` owns rows `offsets[k]:offsets[k + 1]` of the
-    stacked `[num_blocks, rows, cols]` tensor. With a single member every
-    method is the identity on the layout (no concat / split op).
+    member order into one `[num_blocks, rows, cols]` stack, on which one op
+    serves every block. A group of a single block (a lone matrix, the common
+    case) is laid out as the `[rows, cols]` matrix itself: no concat, split or
+    leading axis, and its matmuls are 2-D.
+
+    Optimizer state kept per member as `[num_blocks_k, d, d]` goes in with
+    `stack` and comes back with `unstack`.
 
     Args:
-        plans: the members' `BlockPlan`s; all must have the same `chunk`.
+        plans: the members' `BlockPlan`s; all preconditioned, with one `chunk`.
     """
 
     def __init__(self, plans):
@@ -166,37 +172,69 @@ class BlockGroup:
         self.plans = plans
         self.sizes = [p.num_blocks for p in plans]
         self.num_blocks = sum(self.sizes)
+        self.single = self.num_blocks == 1
         self._segment_ids = None
-        if any(n > 1 for n in self.sizes) and len(plans) > 1:
+        if len(plans) > 1 and self.num_blocks > len(plans):
             self._segment_ids = [k for k, n in enumerate(self.sizes) for _ in range(n)]
 
-    def concat(self, per_member):
-        """Stacks per-member `[num_blocks_k, ...]` tensors: `[num_blocks, ...]`."""
-        per_member = list(per_member)
-        return per_member[0] if len(per_member) == 1 else tf.concat(per_member, axis=0)
-
-    def split(self, stacked):
-        """Inverse of `concat`: the list of per-member `[num_blocks_k, ...]` slices."""
-        return [stacked] if len(self.plans) == 1 else tf.split(stacked, self.sizes, axis=0)
-
     def to_blocks(self, tensors):
-        """Variable-shaped tensors (one per member) -> stacked `[num_blocks, rows, cols]`."""
-        return self.concat(plan.to_blocks(x) for plan, x in zip(self.plans, tensors))
+        """Variable-shaped tensors (one per member) -> the group's layout."""
+        if self.single:
+            (plan,), (x,) = self.plans, tensors
+            return x if tuple(x.shape) == plan.matrix_shape else tf.reshape(x, plan.matrix_shape)
+        return self.stack(plan.to_blocks(x) for plan, x in zip(self.plans, tensors))
 
     def from_blocks(self, blocks):
         """Inverse of `to_blocks`: the list of variable-shaped tensors."""
-        return [plan.from_blocks(b) for plan, b in zip(self.plans, self.split(blocks))]
+        if self.single:
+            plan = self.plans[0]
+            return [blocks if tuple(blocks.shape) == plan.shape else tf.reshape(blocks, plan.shape)]
+        return [plan.from_blocks(b) for plan, b in zip(self.plans, self.unstack(blocks))]
+
+    def stack(self, per_member, broadcast=False):
+        """Per-member `[num_blocks_k, r, c]` tensors -> the group's layout.
+
+        With `broadcast=True` a single block keeps its `[1, r, c]` shape (for
+        elementwise ops against the layout, which broadcast; saves a reshape).
+        """
+        per_member = list(per_member)
+        if self.single:
+            (x,) = per_member
+            return x if broadcast else tf.reshape(x, x.shape[1:])
+        return per_member[0] if len(per_member) == 1 else tf.concat(per_member, axis=0)
+
+    def unstack(self, stacked):
+        """Inverse of `stack`: per-member `[num_blocks_k, r, c]` tensors."""
+        if self.single:
+            return [stacked if stacked.shape.rank == 3 else tf.reshape(stacked, [1] + stacked.shape.as_list())]
+        return [stacked] if len(self.plans) == 1 else tf.split(stacked, self.sizes, axis=0)
+
+    def matmul(self, a, b, transpose_a=False, transpose_b=False):
+        """`tf.matmul` of two layouts, block by block (2-D products)."""
+        if self.single:
+            return tf.matmul(a, b, transpose_a=transpose_a, transpose_b=transpose_b)
+        return stacked_matmul(a, b, transpose_a=transpose_a, transpose_b=transpose_b)
+
+    def block_sums(self, x):
+        """Sum over each block of a layout: a scalar, or `[num_blocks]`."""
+        return tf.reduce_sum(x) if self.single else tf.reduce_sum(x, axis=[-2, -1])
+
+    def block_norms(self, x):
+        """Frobenius norm of each block of a layout: a scalar, or `[num_blocks, 1, 1]`."""
+        return tf.norm(x) if self.single else tf.norm(x, axis=[-2, -1], keepdims=True)
 
     def all_per_member(self, flags):
-        """`(per_block, per_member)` of a boolean `[num_blocks]` vector: a block's
-        entry is True when the flags of all blocks of its member are, and
-        `per_member` (`[num_members]`) is that value once per member."""
-        if self._segment_ids is None:
-            if len(self.plans) == 1 and self.num_blocks > 1:
-                every = tf.reduce_all(flags)
-                return tf.fill([self.num_blocks], every), every[None]
+        """`(per_block, per_member)` of block flags (`block_sums`'s shape): a
+        block's entry is True when the flags of all blocks of its member are;
+        `per_member` is that value once per member (a scalar or a vector)."""
+        if self.single or len(self.plans) == self.num_blocks:
             return flags, flags
-        per_member = tf.math.segment_min(tf.cast(flags, tf.int32), self._segment_ids) > 0
+        if self._segment_ids is None:  # one member of several blocks
+            every = tf.reduce_all(flags)
+            return every, every
+        per_member = (
+            tf.math.unsorted_segment_min(tf.cast(flags, tf.int32), self._segment_ids, len(self.plans)) > 0
+        )
         return tf.gather(per_member, self._segment_ids), per_member
 
 

@@ -475,7 +475,7 @@ class Shampoo(keras.optimizers.Optimizer):
             variables: the variables, in the optimizer's list.
             scalars: the step's scalars (`_step_scalars`).
         """
-        skipped = []  # boolean tensors: every True entry is one counted skip
+        applied = []  # boolean tensors: every False entry is one counted skip
         cast_scalars = {}
         groups = {}
         for gradient, variable in zip(grads, variables):
@@ -494,26 +494,26 @@ class Shampoo(keras.optimizers.Optimizer):
             # on CPU than a `tf.cond` around the whole update.
             finite = tf.math.is_finite(tf.reduce_sum(g))
             g = _zero_unless(finite, g)
-            skipped.append(tf.logical_not(finite))
+            applied.append(finite)
             numerator = self._momentum_direction(i, g)
             graft = self._graft_direction(i, g, numerator)
             plan = self._plans[i]
             if plan.diagonal:
-                not_ok = self._apply_diagonal_step(variable, graft, cast_scalars[dtype])
-                if not_ok is not None:
-                    skipped.append(not_ok)
+                ok = self._apply_diagonal_step(variable, graft, cast_scalars[dtype])
+                if ok is not None:
+                    applied.append(ok)
                 continue
             key = (plan.chunk, plan.precondition, self._root_exponent(plan))
             groups.setdefault(key, []).append(_Member(i, plan, variable, g, numerator, graft))
         groups = [(BlockGroup([m.plan for m in members]), members, key[2]) for key, members in groups.items()]
         if not groups:
-            self.skipped_updates.assign_add(_count(skipped))
+            self.skipped_updates.assign_add(_count_false(applied))
             return
         statistics_skipped = self._update_statistics(groups, scalars)
         self._update_roots(groups, scalars)
         for group, members, _ in groups:
-            skipped.append(self._apply_shampoo_step(group, members, scalars))
-        self.skipped_updates.assign_add(_count(skipped) + statistics_skipped)
+            applied.append(self._apply_shampoo_step(group, members, scalars))
+        self.skipped_updates.assign_add(_count_false(applied) + statistics_skipped)
 
     def _momentum_direction(self, i, g):
         """The momentum-filtered gradient up to the scalar `scale` (bias correction)."""
@@ -539,8 +539,8 @@ class Shampoo(keras.optimizers.Optimizer):
         return numerator / (tf.sqrt(_read(v)) + self.grafting_epsilon)
 
     def _apply_diagonal_step(self, variable, graft, scalars):
-        """`w -= lr * A(D)`; returns the "not applied" flag, or None when the
-        step cannot be non-finite."""
+        """`w -= lr * A(D)`; returns the "applied" flag (False: non-finite
+        step), or None when the step cannot be non-finite."""
         step = graft * scalars["diagonal_lr"]
         if self.grafting in ("adam", "adagrad", "rmsprop"):
             # `m / (sqrt(v) + eps)` is bounded for a finite gradient: no
@@ -550,7 +550,7 @@ class Shampoo(keras.optimizers.Optimizer):
         # A non-finite step (overflow) is not applied, and counted.
         ok = tf.math.is_finite(tf.reduce_sum(step))
         self.assign_sub(variable, _zero_unless(ok, step))
-        return tf.logical_not(ok)
+        return ok
 
     def _sides(self, members):
         """`[(left, statistics, roots)]` per preconditioned side of a group:
@@ -570,27 +570,26 @@ class Shampoo(keras.optimizers.Optimizer):
         the number of (member, side) statistics not accumulated (overflow)."""
 
         def update():
-            skipped = []
+            accumulated = []  # one flag per (member, side): False when skipped
             for group, members, _ in groups:
                 blocks = tf.cast(group.to_blocks([m.g for m in members]), tf.float32)
                 for left, stats, _ in self._sides(members):
                     if left:
-                        outer = matrix_functions.stacked_matmul(blocks, blocks, transpose_b=True)
+                        outer = group.matmul(blocks, blocks, transpose_b=True)
                     else:
-                        outer = matrix_functions.stacked_matmul(blocks, blocks, transpose_a=True)
+                        outer = group.matmul(blocks, blocks, transpose_a=True)
                     # A statistic that would overflow is not accumulated.
-                    finite, finite_members = group.all_per_member(
-                        tf.math.is_finite(tf.reduce_sum(outer, axis=[-2, -1]))
-                    )
+                    finite, finite_members = group.all_per_member(tf.math.is_finite(group.block_sums(outer)))
                     outer = _zero_unless(finite, outer)
                     if self.beta2 == 1.0:
                         delta = outer
                     else:
-                        delta = (outer - group.concat([_read(s) for s in stats])) * (1.0 - self.beta2)
-                    for s, d in zip(stats, group.split(delta)):
+                        current = group.stack([_read(s) for s in stats], broadcast=True)
+                        delta = (outer - current) * (1.0 - self.beta2)
+                    for s, d in zip(stats, group.unstack(delta)):
                         self.assign_add(s, d)
-                    skipped.append(tf.logical_not(finite_members))
-            return _count(skipped)
+                    accumulated.append(finite_members)
+            return _count_false(accumulated)
 
         if self.statistics_frequency == 1:
             return update()
@@ -606,15 +605,15 @@ class Shampoo(keras.optimizers.Optimizer):
             failures = []
             for group, members, p in groups:
                 for _, stats, roots in self._sides(members):
-                    s = group.concat([_read(x) for x in stats])
+                    s = group.stack([_read(x) for x in stats])
                     if correction is not None:
                         s = s / correction
                     new, ok, empty = matrix_functions.inverse_pth_root(s, p, self.epsilon, method=self.root_method)
-                    kept = tf.where(ok[:, None, None], new, group.concat([_read(r) for r in roots]))
-                    for r, value in zip(roots, group.split(kept)):
+                    kept = tf.where(ok[..., None, None], new, group.stack([_read(r) for r in roots]))
+                    for r, value in zip(roots, group.unstack(kept)):
                         self.assign(r, value)
-                    failures.append(tf.logical_and(tf.logical_not(ok), tf.logical_not(empty)))
-            self.root_failures.assign_add(_count(failures))
+                    failures.append(tf.logical_or(ok, empty))
+            self.root_failures.assign_add(_count_false(failures))
             return tf.constant(0, tf.int64)
 
         tf.cond(scalars["roots_due"], update, lambda: tf.constant(0, tf.int64))
@@ -622,15 +621,12 @@ class Shampoo(keras.optimizers.Optimizer):
     def _apply_shampoo_step(self, group, members, scalars):
         """`w -= lr * L^(-1/p) D R^(-1/p)` per block, rescaled to the grafted
         norm of the block (the grafted step before preconditioning starts).
-        Returns the per-member "not applied" flags (non-finite step)."""
+        Returns the per-member "applied" flags (False: non-finite step)."""
         directions = tf.cast(group.to_blocks([m.numerator for m in members]), tf.float32)
         blocks = directions
         for left, _, roots in self._sides(members):
-            factor = group.concat([_read(r) for r in roots])
-            if left:
-                blocks = matrix_functions.stacked_matmul(factor, blocks)
-            else:
-                blocks = matrix_functions.stacked_matmul(blocks, factor)
+            factor = group.stack([_read(r) for r in roots])
+            blocks = group.matmul(factor, blocks) if left else group.matmul(blocks, factor)
         diagonal_lr = tf.cast(scalars["diagonal_lr"], tf.float32)
         if self.grafting in (None, "sgd"):
             grafted = directions  # the grafted direction is the momentum itself
@@ -639,17 +635,17 @@ class Shampoo(keras.optimizers.Optimizer):
         if self.grafting is None:
             step = blocks * tf.cast(scalars["learning_rate"] * scalars["scale"], tf.float32)
         else:
-            graft_norm = tf.norm(grafted, axis=[-2, -1], keepdims=True)
-            shampoo_norm = tf.norm(blocks, axis=[-2, -1], keepdims=True)
-            step = blocks * (tf.math.divide_no_nan(graft_norm, shampoo_norm) * diagonal_lr)
+            step = blocks * (
+                tf.math.divide_no_nan(group.block_norms(grafted), group.block_norms(blocks)) * diagonal_lr
+            )
         if self.start_preconditioning_step > 0:
             step = tf.where(scalars["preconditioning"], step, grafted * diagonal_lr)
         # A non-finite step (overflow) is not applied, and counted.
-        ok, ok_members = group.all_per_member(tf.math.is_finite(tf.reduce_sum(step, axis=[-2, -1])))
+        ok, ok_members = group.all_per_member(tf.math.is_finite(group.block_sums(step)))
         step = _zero_unless(ok, step)
         for member, value in zip(members, group.from_blocks(step)):
             self.assign_sub(member.variable, value)
-        return tf.logical_not(ok_members)
+        return ok_members
 
 
 class _Member(collections.namedtuple("_Member", "index plan variable g numerator graft")):
@@ -679,14 +675,15 @@ def _zero_unless(ok, x):
     return tf.math.multiply_no_nan(x, mask)
 
 
-def _count(flags):
-    """Number of True entries of a list of boolean tensors (scalars or vectors)."""
+def _count_false(flags):
+    """Number of False entries of a list of boolean tensors (scalars or vectors)."""
     if not flags:
         return tf.constant(0, tf.int64)
     scalars = [f for f in flags if f.shape.rank == 0]
-    parts = ([tf.stack(scalars)] if scalars else []) + [tf.reshape(f, [-1]) for f in flags if f.shape.rank != 0]
+    parts = ([tf.stack(scalars)] if scalars else []) + [f for f in flags if f.shape.rank != 0]
     stacked = parts[0] if len(parts) == 1 else tf.concat(parts, axis=0)
-    return tf.reduce_sum(tf.cast(stacked, tf.int64))
+    total = stacked.shape[0] if stacked.shape[0] is not None else tf.size(stacked, out_type=tf.int64)
+    return total - tf.reduce_sum(tf.cast(stacked, tf.int64))
 
 
 if Shampoo.__doc__ is not None:
