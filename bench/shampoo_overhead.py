@@ -17,6 +17,7 @@ Everything is measured side by side in one run:
 
 Usage:
     .venv/bin/python bench/shampoo_overhead.py [--repeats 3] [--skip-auc]
+        [--settings default-4096,default-512,large-4096]
 """
 
 from __future__ import annotations
@@ -134,6 +135,7 @@ def overhead(schema, stats, data, model_config, batch_size, repeats, shampoo_kwa
         "adam_cpu_ms": 1e3 * a_cpu,
         "shampoo_cpu_ms": 1e3 * s_cpu,
         "pair_ratios": [si[0] / ai[0] for si, ai in zip(times["shampoo"], times["adam"])],
+        "cpu_pair_ratios": [si[1] / ai[1] for si, ai in zip(times["shampoo"], times["adam"])],
         "adam_bytes_per_param": adam_state_bytes(runs["adam"][1]) / params,
         "shampoo_bytes_per_param": shampoo.state_bytes() / params,
         "root_failures": failures["shampoo_root_failures"],
@@ -142,7 +144,8 @@ def overhead(schema, stats, data, model_config, batch_size, repeats, shampoo_kwa
         f"{label:>10s} batch {batch_size:5d} params {params:8d}: Adam {row['adam_ms']:7.2f} ms/step, "
         f"Shampoo {row['shampoo_ms']:7.2f} ms/step, ratio {row['ratio']:.3f} "
         f"(per repeat {', '.join(f'{r:.3f}' for r in row['pair_ratios'])}); process CPU ms/step "
-        f"Adam {row['adam_cpu_ms']:.2f}, Shampoo {row['shampoo_cpu_ms']:.2f}, ratio {row['cpu_ratio']:.3f}; "
+        f"Adam {row['adam_cpu_ms']:.2f}, Shampoo {row['shampoo_cpu_ms']:.2f}, ratio {row['cpu_ratio']:.3f} "
+        f"(per repeat {', '.join(f'{r:.3f}' for r in row['cpu_pair_ratios'])}); "
         f"state bytes/param "
         f"Adam {row['adam_bytes_per_param']:.1f}, Shampoo {row['shampoo_bytes_per_param']:.1f}; "
         f"root failures {row['root_failures']}",
@@ -213,6 +216,11 @@ def main(argv=None):
     parser.add_argument(
         "--preconditioning-frequency", type=int, default=None, help="override Shampoo's default"
     )
+    parser.add_argument(
+        "--settings",
+        default="default-4096,default-512,large-4096",
+        help="comma-separated timed settings, among default-4096, default-512, large-4096",
+    )
     args = parser.parse_args(argv)
 
     from matta_rec.data.reader import LogStream
@@ -239,11 +247,17 @@ def main(argv=None):
     rows = []
     if not args.skip_timing:
         large = ModelConfig(d_model=32, gau_shared_dim=32, mlp_units=(512, 256), cross_projection_dim=None)
-        for label, cfg, batch in (
-            ("default", ModelConfig(), 4096),
-            ("default", ModelConfig(), 512),
-            ("large", large, 4096),
-        ):
+        settings = {
+            "default-4096": ("default", ModelConfig(), 4096),
+            "default-512": ("default", ModelConfig(), 512),
+            "large-4096": ("large", large, 4096),
+        }
+        chosen = [name.strip() for name in args.settings.split(",") if name.strip()]
+        unknown = sorted(set(chosen) - set(settings))
+        if unknown:
+            parser.error(f"unknown --settings {unknown}; expected some of {sorted(settings)}")
+        for name in chosen:
+            label, cfg, batch = settings[name]
             rows.append(overhead(schema, stats, data, cfg, batch, args.repeats, shampoo_kwargs, label))
 
     if not args.skip_auc:

@@ -58,10 +58,9 @@ def stacked_matmul(a, b, transpose_a=False, transpose_b=False):
             tf.reshape(a, a.shape[1:]), tf.reshape(b, b.shape[1:]), transpose_a=transpose_a, transpose_b=transpose_b
         )
         return tf.reshape(product, [1] + product.shape.as_list())
-    products = [
-        tf.matmul(x, y, transpose_a=transpose_a, transpose_b=transpose_b)
-        for x, y in zip(tf.unstack(a, num=n), tf.unstack(b, num=n))
-    ]
+    left = tf.unstack(a, num=n)
+    right = left if b is a else tf.unstack(b, num=n)  # `G G^T`: one unstack
+    products = [tf.matmul(x, y, transpose_a=transpose_a, transpose_b=transpose_b) for x, y in zip(left, right)]
     return tf.stack(products)
 
 
