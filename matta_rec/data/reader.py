@@ -509,8 +509,10 @@ class LogStream:
         # The generator hands over groups of k whole batches so that the
         # per-element cost of from_generator is paid once per group. String
         # columns travel as (UTF-8 buffer, offsets) straight from Arrow, with
-        # no Python object per value, and are cut back into strings in-graph;
-        # unbatch() then splits the group into batches in C++.
+        # no Python object per value, and are cut back into strings in-graph
+        # by a parallel map (the generator holds the GIL; the cutting does
+        # not, so it runs on the other core); unbatch() then splits the group
+        # into batches in C++. deterministic=True keeps the stream order.
         group = max(1, _GROUP_ROWS // self.batch_size)
 
         def generator():
