@@ -110,6 +110,32 @@ def test_partition_views_and_blocks():
     assert make_plan((100, 8), 512, 4096, "one_sided", first_dim_is_large=True).precondition == (False, True)
 
 
+def test_block_group_layout_and_stacked_matmul():
+    from matta_rec.optimizers.partition import BlockGroup
+
+    a, b = rand((3, 4, 5), 1), rand((3, 5, 2), 2)
+    np.testing.assert_allclose(mf.stacked_matmul(tf.constant(a), tf.constant(b)).numpy(), a @ b, rtol=1e-5)
+    np.testing.assert_allclose(mf.stacked_matmul(tf.constant(a[:1]), tf.constant(a[:1]), transpose_b=True).numpy(),
+                               a[:1] @ a[:1].transpose(0, 2, 1), rtol=1e-5)
+    # Members of one block shape: (6, 4) and (2, 3, 4) cut into 3 x 4 blocks, (3, 4) whole.
+    plans = [make_plan(s, 4, 100) for s in ((6, 4), (2, 3, 4), (3, 4))]
+    group = BlockGroup(plans)
+    xs = [tf.constant(rand(p.shape, k)) for k, p in enumerate(plans)]
+    blocks = group.to_blocks(xs)
+    assert blocks.shape == (5, 3, 4) and group.sizes == [2, 2, 1]
+    for x, back in zip(xs, group.from_blocks(blocks)):
+        np.testing.assert_array_equal(back.numpy(), x.numpy())
+    per_block, per_member = group.all_per_member(tf.constant([True, True, False, True, True]))
+    assert per_block.numpy().tolist() == [True, True, False, False, True]
+    assert per_member.numpy().tolist() == [True, False, True]
+    # A lone block is its matrix: no leading axis.
+    lone = BlockGroup([make_plan((3, 4), 4, 100)])
+    assert lone.single and lone.to_blocks([xs[2]]).shape == (3, 4)
+    assert lone.unstack(lone.stack([tf.zeros((1, 3, 3))]))[0].shape == (1, 3, 3)
+    with pytest.raises(ValueError, match="block shape"):
+        BlockGroup([make_plan((6, 4), 4, 100), make_plan((8, 8), 4, 100)])
+
+
 # --------------------------------------------------------- update equations
 
 

@@ -3,9 +3,15 @@
 The optimizer's bookkeeping (state, frequencies, grafting, momentum, failure
 handling) lives here; the matrix math is in `matrix_functions` and the
 variable-to-blocks layout in `partition`. TensorFlow backend only (the package
-is TF-only): `update_step` is made of TF ops, so it runs eagerly, inside
+is TF-only): the update is made of TF ops, so it runs eagerly, inside
 `tf.function`, under XLA and under `tf.distribute` strategies, where every
 replica receives the all-reduced gradient and recomputes the same roots.
+
+A training step updates all the variables of a device set in one call
+(`_update_variables`) rather than one `update_step` per variable: the blocks
+of one shape share each elementwise op and every skip is counted in one
+assignment. On CPU a small model's step costs per op, not per flop, and that
+is what keeps Shampoo's step near Adam's at small batches.
 """
 
 from __future__ import annotations
@@ -441,10 +447,10 @@ class Shampoo(keras.optimizers.Optimizer):
         # its own `distribution.extended.update`. Shampoo updates all the
         # variables placed on the same devices in one `update` (per replica,
         # with the all-reduced gradients, as Keras does), so that the blocks
-        # of one shape are preconditioned by one batched op and the counters
-        # are assigned once per step: on CPU a small model's step costs per
-        # op, not per flop. Variables on other devices (parameter servers,
-        # pinned tables) form separate calls.
+        # of one shape share each elementwise op and the counters are
+        # assigned once per step: on CPU a small model's step costs per op,
+        # not per flop. Variables on other devices (parameter servers, pinned
+        # tables) form separate calls.
         if not self._group_updates:
             return super()._distributed_tf_update_step(distribution, grads_and_vars, learning_rate)
         by_devices = {}
@@ -465,9 +471,12 @@ class Shampoo(keras.optimizers.Optimizer):
 
         Diagonal variables take the grafted step one by one (as few ops as
         `keras.optimizers.Adam`); preconditioned variables are grouped by
-        block shape and root exponent (`partition.BlockGroup`): statistics,
-        roots, `L^(-1/p) D R^(-1/p)` and the grafting norms are batched ops
-        over the stacked blocks of a group. Every skip is counted in one
+        block shape and root exponent (`partition.BlockGroup`): the
+        statistics' averaging and overflow guard, the roots (one
+        decomposition per group and side), the grafting norms and the step's
+        guard are ops over the stacked blocks of a group; the products
+        `G G^T`, `G^T G`, `L^(-1/p) D R^(-1/p)` are 2-D matmuls per block
+        (cheaper on CPU than a batched matmul). Every skip is counted in one
         `skipped_updates` assignment.
 
         Args:
@@ -478,23 +487,29 @@ class Shampoo(keras.optimizers.Optimizer):
         applied = []  # boolean tensors: every False entry is one counted skip
         cast_scalars = {}
         groups = {}
+        dense, by_dtype = [], {}
         for gradient, variable in zip(grads, variables):
             if isinstance(gradient, tf.IndexedSlices):
                 gradient = tf.convert_to_tensor(gradient)
-            i = self._get_variable_index(variable)
             dtype = tf.float32 if variable.dtype in ("float16", "bfloat16") else tf.as_dtype(variable.dtype)
-            if dtype not in cast_scalars:
-                cast_scalars[dtype] = {
-                    k: (tf.cast(v, dtype) if v.dtype.is_floating and v.dtype != dtype else v)
-                    for k, v in scalars.items()
-                }
-            g = tf.cast(gradient, dtype)
-            # A gradient with a NaN / inf is replaced by zeros and counted. One
-            # reduction (NaN / inf propagate into the sum) and a select: cheaper
-            # on CPU than a `tf.cond` around the whole update.
-            finite = tf.math.is_finite(tf.reduce_sum(g))
-            g = _zero_unless(finite, g)
+            by_dtype.setdefault(dtype, []).append(len(dense))
+            dense.append(tf.cast(gradient, dtype))
+        # A gradient with a NaN / inf is replaced by zeros and counted. One
+        # reduction per gradient (NaN / inf propagate into the sum), one
+        # finiteness test per dtype and a masked multiply: cheaper on CPU
+        # than a `tf.cond` around the update.
+        for dtype, positions in by_dtype.items():
+            finite = tf.math.is_finite(tf.stack([tf.reduce_sum(dense[k]) for k in positions]))
             applied.append(finite)
+            masks = tf.unstack(tf.cast(finite, dtype), num=len(positions))
+            for k, mask in zip(positions, masks):
+                dense[k] = tf.math.multiply_no_nan(dense[k], mask)
+            cast_scalars[dtype] = {
+                k: (tf.cast(v, dtype) if v.dtype.is_floating and v.dtype != dtype else v) for k, v in scalars.items()
+            }
+        for g, variable in zip(dense, variables):
+            i = self._get_variable_index(variable)
+            dtype = g.dtype
             numerator = self._momentum_direction(i, g)
             graft = self._graft_direction(i, g, numerator)
             plan = self._plans[i]
