@@ -90,7 +90,9 @@ def write_tfrecord_rows(path, rows: list[dict]) -> str:
                     feature[name] = tf.train.Feature(int64_list=tf.train.Int64List(value=values))
                 else:
                     feature[name] = tf.train.Feature(
-                        bytes_list=tf.train.BytesList(value=[str(v).encode() for v in values])
+                        bytes_list=tf.train.BytesList(
+                            value=[v if isinstance(v, bytes) else str(v).encode() for v in values]
+                        )
                     )
             example = tf.train.Example(features=tf.train.Features(feature=feature))
             writer.write(example.SerializeToString())

@@ -245,6 +245,15 @@ def test_dense_of_wrong_length_in_one_row(tmp_path):
     _check(_error(path), path, "item_vec", 6)
 
 
+def test_invalid_utf8_in_tfrecord_string_feature(tmp_path):
+    rows = lib.tf_rows(lib.columns(N))
+    rows[3]["user_id"] = ("bytes", [b"\xff\xfeu1"])
+    path = lib.write_tfrecord_rows(_path(tmp_path, "tfrecord"), rows)
+    err = _error(path)
+    _check(err, path, "user_id", 3)
+    assert "UTF-8" in str(err)
+
+
 def test_multi_value_in_scalar_tfrecord_feature(tmp_path):
     rows = lib.tf_rows(lib.columns(N))
     rows[2]["user_age"] = ("float", [1.0, 2.0])

@@ -354,6 +354,17 @@ def _first_bad_record(records, name: str, dtype: str) -> int:
     return lo
 
 
+def _first_non_utf8(values: np.ndarray) -> int | None:
+    """Row of the first ``bytes`` value that is not UTF-8 (the error path only)."""
+    for row, value in enumerate(values):
+        if isinstance(value, bytes):
+            try:
+                value.decode("utf-8")
+            except UnicodeDecodeError:
+                return row
+    return None
+
+
 def read_tfrecord(path: str, schema: Schema) -> pa.Table:
     """Read a TFRecord shard of ``tf.Example`` protos with the schema's types.
 
@@ -426,29 +437,20 @@ def read_tfrecord(path: str, schema: Schema) -> pa.Table:
         arrow_type = {"string": pa.string(), "int64": pa.int64(), "float": pa.float32()}[kind]
         if kind == "string":
             values = values.astype(object)
+        missing = None
         if (lengths == 0).any():
             full = np.empty(n, dtype=values.dtype)
-            present_rows = lengths == 1
-            full[present_rows] = values
-            if kind == "string":
-                full[~present_rows] = ""
-            else:
-                full[~present_rows] = 0
-            try:
-                columns[name] = pa.array(full, type=arrow_type, mask=~present_rows)
-            except pa.ArrowException as exc:
-                raise DataError(
-                    f"value is not valid UTF-8 text ({exc})", file=path, column=name,
-                    fix=f"write column '{name}' as UTF-8 text",
-                ) from exc
-        else:
-            try:
-                columns[name] = pa.array(values, type=arrow_type)
-            except pa.ArrowException as exc:
-                raise DataError(
-                    f"value is not valid UTF-8 text ({exc})", file=path, column=name,
-                    fix=f"write column '{name}' as UTF-8 text",
-                ) from exc
+            missing = lengths == 0
+            full[~missing] = values
+            full[missing] = "" if kind == "string" else 0
+            values = full
+        try:
+            columns[name] = pa.array(values, type=arrow_type, mask=missing)
+        except pa.ArrowException as exc:
+            raise DataError(
+                f"value is not valid UTF-8 text ({exc})", file=path, column=name,
+                row=_first_non_utf8(values), fix=f"write column '{name}' as UTF-8 text",
+            ) from exc
     return pa.table(columns) if columns else pa.table({"__rows__": pa.nulls(n)}).drop(["__rows__"])
 
 
