@@ -17,7 +17,7 @@ Everything is measured side by side in one run:
 
 Usage:
     .venv/bin/python bench/shampoo_overhead.py [--repeats 3] [--skip-auc]
-        [--settings default-4096,default-512,large-4096]
+        [--settings default-4096 default-512 large-4096]
 """
 
 from __future__ import annotations
@@ -218,8 +218,10 @@ def main(argv=None):
     )
     parser.add_argument(
         "--settings",
-        default="default-4096,default-512,large-4096",
-        help="comma-separated timed settings, among default-4096, default-512, large-4096",
+        nargs="+",
+        choices=("default-4096", "default-512", "large-4096"),
+        default=["default-4096", "default-512", "large-4096"],
+        help="the timed settings, in this order",
     )
     args = parser.parse_args(argv)
 
@@ -252,11 +254,7 @@ def main(argv=None):
             "default-512": ("default", ModelConfig(), 512),
             "large-4096": ("large", large, 4096),
         }
-        chosen = [name.strip() for name in args.settings.split(",") if name.strip()]
-        unknown = sorted(set(chosen) - set(settings))
-        if unknown:
-            parser.error(f"unknown --settings {unknown}; expected some of {sorted(settings)}")
-        for name in chosen:
+        for name in args.settings:
             label, cfg, batch = settings[name]
             rows.append(overhead(schema, stats, data, cfg, batch, args.repeats, shampoo_kwargs, label))
 
