@@ -90,6 +90,16 @@ def test_write_file_atomic(tmp_path):
     assert os.listdir(os.path.dirname(path)) == ["manifest.json"]
 
 
+def test_write_file_atomic_failure_keeps_the_old_file(tmp_path):
+    path = os.path.join(tmp_path, "progress.json")
+    write_file_atomic(path, "old", fsync=False)
+
+    with pytest.raises(TypeError):
+        write_file_atomic(path, 123)  # neither bytes nor str: the write fails
+    assert open(path).read() == "old"
+    assert os.listdir(tmp_path) == ["progress.json"]
+
+
 KILL_SCRIPT = r"""
 import os, sys, time
 sys.path.insert(0, sys.argv[3])

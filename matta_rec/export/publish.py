@@ -18,8 +18,8 @@ import shutil
 from typing import Callable
 
 from matta_rec.data.errors import MattaError
+from matta_rec.utils.files import TMP_MARK, fsync_dir, write_file_atomic  # noqa: F401 (write_file_atomic: kept importable from here)
 
-_TMP_MARK = ".tmp-"
 _OLD_MARK = ".old-"
 
 
@@ -61,20 +61,7 @@ def fsync_tree(root: str) -> None:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        _fsync_dir(dirpath)
-
-
-def _fsync_dir(path: str) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
+        fsync_dir(dirpath)
 
 
 def _exchange(a: str, b: str) -> bool:
@@ -115,9 +102,9 @@ def remove_stale_temporaries(model_dir: str) -> list[str]:
     if not os.path.isdir(model_dir):
         return removed
     for name in os.listdir(model_dir):
-        if not name.startswith(".") or (_TMP_MARK not in name and _OLD_MARK not in name):
+        if not name.startswith(".") or (TMP_MARK not in name and _OLD_MARK not in name):
             continue
-        mark = _TMP_MARK if _TMP_MARK in name else _OLD_MARK
+        mark = TMP_MARK if TMP_MARK in name else _OLD_MARK
         try:
             pid = int(name.split(mark, 1)[1].split("-", 1)[0])
         except ValueError:
@@ -160,7 +147,7 @@ def publish_version(
     os.makedirs(model_dir, exist_ok=True)
     remove_stale_temporaries(model_dir)
     tag = f"{os.getpid()}-{secrets.token_hex(4)}"
-    tmp = os.path.join(model_dir, f".{version}{_TMP_MARK}{tag}")
+    tmp = os.path.join(model_dir, f".{version}{TMP_MARK}{tag}")
     os.mkdir(tmp)
     try:
         write(tmp)
@@ -180,29 +167,10 @@ def publish_version(
                 if old is not None:
                     os.rename(old, version_dir)
                 raise
-        _fsync_dir(model_dir)
+        fsync_dir(model_dir)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return version_dir
-
-
-def write_file_atomic(path: str, data: bytes | str) -> None:
-    """Write ``path`` through a temporary file + fsync + rename."""
-    path = os.path.abspath(path)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}{_TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}"
-    mode = "wb" if isinstance(data, bytes) else "w"
-    try:
-        with open(tmp, mode, **({} if isinstance(data, bytes) else {"encoding": "utf-8"})) as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    _fsync_dir(os.path.dirname(path))

@@ -26,12 +26,12 @@ import dataclasses
 import json
 import os
 import re
-import tempfile
 from typing import Any, Callable
 
 from matta_rec.data.errors import ConfigError
 from matta_rec.data.schema import Schema
 from matta_rec.training.config import RunConfig
+from matta_rec.utils.files import write_file_atomic
 
 CONFIG = "config.yaml"
 SCHEMA = "schema.yaml"
@@ -93,20 +93,7 @@ def write_json_atomic(path: str, data: Any, fsync: bool = True) -> None:
     ``fsync=False`` still survives a killed process (the page cache is the
     kernel's), only not a machine crash; used for the per-step heartbeat.
     """
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2, sort_keys=False)
-            handle.flush()
-            if fsync:
-                os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_file_atomic(path, json.dumps(data, indent=2, sort_keys=False), fsync=fsync)
 
 
 def read_json(path: str) -> Any:
