@@ -419,3 +419,48 @@ def test_dataset_strings_survive_the_arrow_buffer_path(tmp_path, fmt):
     expected = [f["user_id"].tolist() for f, _ in stream.iter_numpy()]
     got = [[v.decode() for v in f["user_id"].numpy()] for f, _ in stream.dataset()]
     assert got == expected and sum(map(len, got)) == 21
+
+
+def _tfrecord_paths_agree(path, schema):
+    """The traced TFRecord decode gives exactly the value-by-value table;
+    returns whether it handled the shard (False: it handed it over)."""
+    from matta_rec.data import formats
+
+    wanted = {name: formats._TF_TYPES[formats._expected_kind(name, schema)] for name in schema.columns}
+    fast = formats._read_tfrecord_fast(path, schema, wanted)
+    slow = formats._read_tfrecord_by_value(path, schema, wanted)
+    assert formats.read_tfrecord(path, schema).equals(slow)
+    if fast is not None:
+        assert fast.schema.equals(slow.schema), (fast.schema, slow.schema)
+        assert fast.equals(slow)
+    return fast is not None
+
+
+def test_tfrecord_fast_decode_equals_the_value_by_value_read(tmp_path):
+    cols = lib.columns(50)
+    cols["user_id"][:3] = ["ü-ñ", "", "x" * 300]  # multi-byte, empty, long
+    path = write_shard(tmp_path / "a.tfrecord", cols, lib.schema())
+    assert _tfrecord_paths_agree(path, lib.schema())
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["missing value", "int64 numbers", "not utf-8"],
+)
+def test_tfrecord_fast_decode_hands_over_what_it_does_not_cover(tmp_path, change):
+    rows = lib.tf_rows(lib.columns(20))
+    if change == "missing value":
+        del rows[4]["user_id"]
+    elif change == "int64 numbers":
+        for row in rows:
+            row["click"] = ("int64", [int(row["click"][1][0])])
+    path = lib.write_tfrecord_rows(tmp_path / "a.tfrecord", rows)
+    if change == "not utf-8":
+        rows[3]["user_id"] = ("bytes", [b"\xff\xfeu1"])
+        path = lib.write_tfrecord_rows(tmp_path / "a.tfrecord", rows)
+        from matta_rec.data import formats
+
+        wanted = {n: formats._TF_TYPES[formats._expected_kind(n, lib.schema())] for n in lib.schema().columns}
+        assert formats._read_tfrecord_fast(path, lib.schema(), wanted) is None
+        return
+    assert not _tfrecord_paths_agree(path, lib.schema())

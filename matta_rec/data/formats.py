@@ -365,6 +365,102 @@ def _first_non_utf8(values: np.ndarray) -> int | None:
     return None
 
 
+_SHARD_DECODERS: dict = {}
+
+
+def _shard_decoder(wanted: dict):
+    """A traced ``path -> columns`` for one schema's ``{column: dtype}``.
+
+    Reads every record of the shard with ``TFRecordDataset`` (CRC checked),
+    parses them with ``tf.io.parse_example`` and lays each string column out
+    as one UTF-8 buffer plus per-value byte lengths: one call that runs in
+    C++ without holding the GIL (the stream's read-ahead thread decodes while
+    the consumer runs), and no Python object per value.
+    """
+    import tensorflow as tf
+
+    key = tuple(sorted(wanted.items()))
+    decoder = _SHARD_DECODERS.get(key)
+    if decoder is not None:
+        return decoder
+    specs = {
+        name: tf.io.RaggedFeature(dtype=getattr(tf, dtype), row_splits_dtype=tf.int64)
+        for name, dtype in wanted.items()
+    }
+
+    @tf.function(input_signature=[tf.TensorSpec((), tf.string)], autograph=False)
+    def decode(path):
+        records = (
+            tf.data.TFRecordDataset(path, buffer_size=1 << 22).batch(1 << 40).get_single_element()
+        )
+        parsed = tf.io.parse_example(records, specs)
+        columns = {}
+        for name, ragged in parsed.items():
+            values = ragged.flat_values
+            if values.dtype == tf.string:
+                columns[name] = (
+                    tf.strings.reduce_join(values),
+                    tf.strings.length(values, unit="BYTE"),
+                    ragged.row_splits,
+                )
+            else:
+                columns[name] = (values, ragged.row_splits)
+        spanned = tf.reduce_sum(tf.cast(tf.strings.length(records, unit="BYTE"), tf.int64))
+        return columns, spanned, tf.shape(records, out_type=tf.int64)[0]
+
+    _SHARD_DECODERS[key] = decode
+    return decode
+
+
+def _read_tfrecord_fast(path: str, schema: Schema, wanted: dict) -> pa.Table | None:
+    """The common case of :func:`read_tfrecord`, or ``None`` to take the
+    value-by-value path (which names the file, column and row of a problem):
+    any read or parse error, a truncated file, a column stored with another
+    type, a missing or repeated value, text that is not UTF-8."""
+    import tensorflow as tf
+
+    try:
+        columns, spanned, n = _shard_decoder(wanted)(tf.constant(path))
+    except tf.errors.OpError:
+        return None
+    n = int(n)
+    if int(spanned) + 16 * n != os.path.getsize(path):
+        return None
+    out = {}
+    for name in schema.columns:
+        kind = _expected_kind(name, schema)
+        splits = columns[name][-1].numpy()
+        if n and splits[-1] == 0:
+            continue  # absent everywhere: a missing column
+        if kind == "dense":
+            values = columns[name][0].numpy()
+            lengths = np.diff(splits)
+            mask = pa.array(lengths == 0) if (lengths == 0).any() else None
+            out[name] = pa.ListArray.from_arrays(
+                pa.array(splits.astype(np.int32)), pa.array(values, type=pa.float32()), mask=mask
+            )
+            continue
+        if splits[-1] != n or (np.diff(splits) != 1).any():
+            return None  # a missing or repeated value
+        if kind == "string":
+            data, lengths, _ = columns[name]
+            data = data.numpy()
+            if len(data) >= 1 << 31:
+                return None
+            offsets = np.zeros(n + 1, np.int32)
+            np.cumsum(lengths.numpy(), out=offsets[1:])
+            array = pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data))
+            try:
+                array.validate(full=True)  # UTF-8
+            except pa.ArrowException:
+                return None
+            out[name] = array
+        else:
+            arrow_type = {"int64": pa.int64(), "float": pa.float32()}[kind]
+            out[name] = pa.array(columns[name][0].numpy(), type=arrow_type)
+    return pa.table(out) if out else pa.table({"__rows__": pa.nulls(n)}).drop(["__rows__"])
+
+
 def read_tfrecord(path: str, schema: Schema) -> pa.Table:
     """Read a TFRecord shard of ``tf.Example`` protos with the schema's types.
 
@@ -379,8 +475,17 @@ def read_tfrecord(path: str, schema: Schema) -> pa.Table:
     import tensorflow as tf
 
     _check_not_empty(path)
-    records = _read_records(path)
     wanted = {name: _TF_TYPES[_expected_kind(name, schema)] for name in schema.columns}
+    table = _read_tfrecord_fast(path, schema, wanted)
+    return table if table is not None else _read_tfrecord_by_value(path, schema, wanted)
+
+
+def _read_tfrecord_by_value(path: str, schema: Schema, wanted: dict) -> pa.Table:
+    """:func:`read_tfrecord` value by value: int64-stored numbers, missing
+    values, and every error with its file, column and row."""
+    import tensorflow as tf
+
+    records = _read_records(path)
     try:
         parsed = _parse(records, wanted)
     except tf.errors.InvalidArgumentError:
