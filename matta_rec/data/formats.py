@@ -365,6 +365,16 @@ def _first_non_utf8(values: np.ndarray) -> int | None:
     return None
 
 
+def _dense_array(values: np.ndarray, splits: np.ndarray) -> pa.ListArray:
+    """A dense feature's list column from parsed values and row splits (a
+    row without values is a null)."""
+    lengths = np.diff(splits)
+    mask = pa.array(lengths == 0) if (lengths == 0).any() else None
+    return pa.ListArray.from_arrays(
+        pa.array(splits.astype(np.int32)), pa.array(values, type=pa.float32()), mask=mask
+    )
+
+
 _SHARD_DECODERS: dict = {}
 
 
@@ -433,12 +443,7 @@ def _read_tfrecord_fast(path: str, schema: Schema, wanted: dict) -> pa.Table | N
         if n and splits[-1] == 0:
             continue  # absent everywhere: a missing column
         if kind == "dense":
-            values = columns[name][0].numpy()
-            lengths = np.diff(splits)
-            mask = pa.array(lengths == 0) if (lengths == 0).any() else None
-            out[name] = pa.ListArray.from_arrays(
-                pa.array(splits.astype(np.int32)), pa.array(values, type=pa.float32()), mask=mask
-            )
+            out[name] = _dense_array(columns[name][0].numpy(), splits)
             continue
         if splits[-1] != n or (np.diff(splits) != 1).any():
             return None  # a missing or repeated value
@@ -468,12 +473,14 @@ def read_tfrecord(path: str, schema: Schema) -> pa.Table:
     Example is a missing column. Numeric and label columns may be stored as
     ``float_list`` or ``int64_list``.
 
+    A well-formed shard (one value per scalar feature, the schema's types,
+    UTF-8 text) is decoded in one traced TensorFlow call; anything else is
+    read value by value, which is slower but names the row of a problem.
+
     Args:
         path: the shard.
         schema: the feature schema.
     """
-    import tensorflow as tf
-
     _check_not_empty(path)
     wanted = {name: _TF_TYPES[_expected_kind(name, schema)] for name in schema.columns}
     table = _read_tfrecord_fast(path, schema, wanted)
@@ -522,11 +529,7 @@ def _read_tfrecord_by_value(path: str, schema: Schema, wanted: dict) -> pa.Table
         if values.dtype == np.int64 and kind in ("float", "dense"):
             values = values.astype(np.float32)
         if kind == "dense":
-            offsets = pa.array(splits.astype(np.int32))
-            mask = pa.array(lengths == 0) if (lengths == 0).any() else None
-            columns[name] = pa.ListArray.from_arrays(
-                offsets, pa.array(values, type=pa.float32()), mask=mask
-            )
+            columns[name] = _dense_array(values, splits)
             continue
         if (lengths > 1).any():
             row = int(np.flatnonzero(lengths > 1)[0])
