@@ -40,8 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="shard format (default parquet)",
     )
     parser.add_argument("--start-date", default="2024-01-01", help="first day, YYYY-MM-DD (default 2024-01-01)")
-    parser.add_argument("--users", type=positive_int, default=None, help="number of users (default ~40*sqrt(rows))")
-    parser.add_argument("--items", type=positive_int, default=None, help="number of items (default ~8*sqrt(rows))")
+    parser.add_argument("--users", type=positive_int, default=None, help="number of users (default sqrt(rows), at least 100)")
+    parser.add_argument("--items", type=positive_int, default=None, help="number of items (default sqrt(rows) / 2, at least 50)")
     parser.add_argument("--ctr", type=float, default=0.10, help="mean click probability (default 0.10)")
     parser.add_argument(
         "--rows-per-file",
