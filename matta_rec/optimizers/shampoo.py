@@ -92,7 +92,11 @@ class Shampoo(keras.optimizers.Optimizer):
             their largest eigenvalue, `> 0`. Defaults to `1e-6`.
         block_size: largest side of a preconditioned block. Defaults to `512`.
         preconditioning_frequency: steps between two root recomputations.
-            Defaults to `100`.
+            Defaults to `100`. A run of a few hundred steps gets only a
+            couple of roots at the default: use ~10 there (with
+            `start_preconditioning_step` ~10); on the sample logs' ~330-step
+            run that is what makes Shampoo better than Adam
+            (`docs/benchmarks.md`, Shampoo overhead).
         statistics_frequency: steps between two statistics updates.
             Defaults to `1`.
         start_preconditioning_step: first step using the Shampoo direction;
