@@ -22,12 +22,30 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.slow
 
 
-def _config(strategy):
-    # SGD: the update is linear in the gradient, so a wrong gradient scale
-    # across replicas (mean instead of sum, or per-replica means) shows at once.
+# SGD: the update is linear in the gradient, so a wrong gradient scale across
+# replicas (mean instead of sum, or per-replica means) shows at once.
+SGD = {"optimizer.name": "sgd", "optimizer.settings": {"learning_rate": 0.05}}
+# Shampoo preconditioning from step 2 with roots every 2 steps: the 6 steps
+# hold statistics, two root recomputations and preconditioned updates. The
+# statistics of 6 small batches are nearly singular; epsilon 1e-2 (relative
+# to the largest eigenvalue) keeps the inverse roots from amplifying the
+# float rounding of a different all-reduce order past the tolerance (at the
+# default 1e-6 the weights differ by up to 7e-5, still far below what a
+# replica training on its own gradients would give).
+SHAMPOO = {
+    "optimizer.name": "shampoo",
+    "optimizer.settings": {
+        "learning_rate": 0.01,
+        "start_preconditioning_step": 2,
+        "preconditioning_frequency": 2,
+        "epsilon": 1e-2,
+    },
+}
+
+
+def _config(strategy, optimizer=SGD):
     return tiny_config(strategy=strategy, **{
-        "optimizer.name": "sgd",
-        "optimizer.settings": {"learning_rate": 0.05},
+        **optimizer,
         "data.max_rows": 330,  # 5 full batches + a short one (uneven split)
         "checkpoint.every_rows": 128,
     })
@@ -51,14 +69,14 @@ def _weights(run_dir):
     return [v.numpy() for v in load_run(run_dir).model.weights]
 
 
-def _assert_same_training(single, metrics, out):
+def _assert_same_training(single, metrics, out, rtol=1e-4, atol=1e-5):
     ref_dir, ref = single
     assert metrics["rows_trained"] == ref["rows_trained"] == 330
     assert metrics["steps"] == ref["steps"] == 6
     for key in ("loss", "student_logloss", "ta_logloss", "student_distill"):
-        assert metrics["final"][key] == pytest.approx(ref["final"][key], rel=1e-4), key
+        assert metrics["final"][key] == pytest.approx(ref["final"][key], rel=rtol), key
     for a, b in zip(_weights(ref_dir), _weights(out)):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=atol)
 
 
 def test_mirrored_two_logical_cpus_matches_single_device(single, logs, tmp_path):
@@ -80,10 +98,11 @@ def _free_ports(n):
     return ports
 
 
-def test_multi_worker_two_processes_matches_single_device(single, logs, tmp_path):
+def _train_multi_worker(config, logs, tmp_path):
+    """Train with two worker processes on 127.0.0.1; returns (metrics, run dir)."""
     out = str(tmp_path / "run")
     config_path = tmp_path / "run.yaml"
-    config_path.write_text(yaml.safe_dump(_config("multi_worker")))
+    config_path.write_text(yaml.safe_dump(config))
     workers = [f"127.0.0.1:{p}" for p in _free_ports(2)]
     procs = []
     for index in range(2):
@@ -110,7 +129,23 @@ def test_multi_worker_two_processes_matches_single_device(single, logs, tmp_path
     assert metrics["replicas"] == 2 and metrics["strategy"] == "multi_worker"
     # Only the chief writes the run directory; the other worker cleans up.
     assert not any(name.startswith(".worker-") for name in os.listdir(out))
+    return metrics, out
+
+
+def test_multi_worker_two_processes_matches_single_device(single, logs, tmp_path):
+    metrics, out = _train_multi_worker(_config("multi_worker"), logs, tmp_path)
     _assert_same_training(single, metrics, out)
+
+
+def test_shampoo_under_multi_worker_matches_single_device(logs, tmp_path):
+    """Shampoo's statistics, roots and preconditioned steps under
+    MultiWorkerMirroredStrategy (all-reduced gradients, every worker computing
+    the same roots) give the single-device run."""
+    ref = str(tmp_path / "single")
+    ref_metrics = train_run(_config("default", SHAMPOO), logs, os.path.join(logs, "schema.yaml"), ref)
+    metrics, out = _train_multi_worker(_config("multi_worker", SHAMPOO), logs, tmp_path)
+    assert metrics["optimizer"]["shampoo_root_failures"] == 0
+    _assert_same_training((ref, ref_metrics), metrics, out)
 
 
 def test_trainer_fit_under_mirrored_strategy_matches_single_device():
