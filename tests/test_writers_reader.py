@@ -11,6 +11,7 @@ import pytest
 import reader_testlib as lib
 from matta_rec.data.errors import DataError
 from matta_rec.data.reader import FollowOptions, LogStream, StreamPosition
+from matta_rec.data.schema import Schema
 from matta_rec.data.writers import format_of, write_shard
 
 
@@ -464,3 +465,32 @@ def test_tfrecord_fast_decode_hands_over_what_it_does_not_cover(tmp_path, change
         assert formats._read_tfrecord_fast(path, lib.schema(), wanted) is None
         return
     assert not _tfrecord_paths_agree(path, lib.schema())
+
+
+@pytest.mark.parametrize("strings", [True, False])
+def test_dataset_packing_gives_every_column_of_iter_numpy(tmp_path, strings):
+    """dataset() packs a group's columns for the hand-over to tf.data (strings
+    in one buffer, the others stacked by dtype and shape); unpacked, every
+    feature and label of every batch, and the positions, are iter_numpy's."""
+    data = {"features": dict(lib.SCHEMA_DICT["features"]), "labels": dict(lib.SCHEMA_DICT["labels"])}
+    if not strings:
+        del data["features"]["user_id"], data["features"]["item_tags"]
+    schema = Schema.from_dict(data)
+    for i, n in enumerate([7, 5, 9]):
+        write_shard(tmp_path / f"h={i}" / "part.parquet", lib.columns(n, first_id=10 * i), schema)
+    stream = LogStream(str(tmp_path), schema, batch_size=4)
+    expected = list(stream.iter_numpy_with_position())
+    got = list(stream.dataset(with_position=True))
+    assert len(got) == len(expected) == 6
+    for (f, l, rows_end), (ef, el, erows_end) in zip(got, expected):
+        assert int(rows_end) == erows_end
+        assert sorted(f) == sorted(ef) and sorted(l) == sorted(el)
+        for name, value in ef.items():
+            value = np.asarray(value)
+            if value.dtype == object:
+                assert [v.decode() for v in f[name].numpy()] == value.tolist(), name
+            else:
+                assert f[name].dtype.as_numpy_dtype == value.dtype, name
+                np.testing.assert_array_equal(f[name].numpy(), value, err_msg=name)
+        for key, value in el.items():
+            np.testing.assert_array_equal(l[key].numpy(), value, err_msg=key)
