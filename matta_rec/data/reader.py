@@ -358,15 +358,15 @@ def _concat(parts: list):
     return np.concatenate(parts)
 
 
-def _string_buffers(array: "pa.StringArray") -> tuple[np.ndarray, np.ndarray]:
-    """(UTF-8 bytes of all values as a 0-d object array, int64 offsets [n + 1])."""
+def _string_buffers(array: "pa.StringArray") -> tuple[bytes, np.ndarray]:
+    """(UTF-8 bytes of all values, int64 offsets [n + 1] into them)."""
     offsets = np.frombuffer(array.buffers()[1], dtype=np.int32)[
         array.offset : array.offset + len(array) + 1
     ].astype(np.int64)
     data = array.buffers()[2]
     start, stop = int(offsets[0]), int(offsets[-1])
     payload = data[start:stop].to_pybytes() if data is not None and stop > start else b""
-    return np.array(payload, dtype=object), offsets - start
+    return payload, offsets - start
 
 
 @dataclasses.dataclass(frozen=True)
@@ -533,8 +533,8 @@ class LogStream:
                 packed = []
                 if strings:
                     buffers = [_string_buffers(features[name]) for name in strings]
-                    starts = np.cumsum([0] + [len(data.item()) for data, _ in buffers])
-                    packed.append(np.array(b"".join(data.item() for data, _ in buffers), dtype=object))
+                    starts = np.cumsum([0] + [len(data) for data, _ in buffers])
+                    packed.append(np.array(b"".join(data for data, _ in buffers), dtype=object))
                     packed.append(
                         np.concatenate(
                             [offsets[:-1] + base for (_, offsets), base in zip(buffers, starts)]
