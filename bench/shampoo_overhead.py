@@ -7,9 +7,11 @@ Everything is measured side by side in one run:
    with `Shampoo` (defaults) and with `keras.optimizers.Adam`, at batch 4096
    and 512 for the default `ModelConfig` and at 4096 for a larger one.
    Shampoo is timed after `start_preconditioning_step`; every timed block is
-   `preconditioning_frequency` steps long, so it holds exactly one root
-   recomputation (the amortised cost). Adam and Shampoo blocks alternate;
-   the figure is the ratio of the medians of the per-step block means.
+   `preconditioning_frequency` steps of each optimizer, so it holds exactly
+   one root recomputation (the amortised cost). Within a block the two
+   optimizers alternate step by step (the order flips every step), so a
+   change in machine speed falls on both; the figure is the ratio of the
+   medians of the per-step block means, and every block's ratio is printed.
 2. Optimizer state in bytes per trainable parameter, Shampoo next to Adam.
 3. AucLoss (1 - AUROC) of Student-alone trained with Shampoo vs with Adam
    (the paper's "Shampoo only" row), through `matta_rec.training.train_run`
@@ -96,6 +98,22 @@ def time_block(step, features, target, n):
     return (time.perf_counter() - start) / n, (time.process_time() - cpu) / n
 
 
+def interleaved_block(runs, features, target, n):
+    """`{name: (wall, process CPU) seconds per step}` over `n` steps of each
+    optimizer, alternating one step of each (the order flips every step), so
+    that drifts in machine speed fall on both alike."""
+    wall = {name: 0.0 for name in runs}
+    cpu = dict(wall)
+    names = list(runs)
+    for i in range(n):
+        for name in names if i % 2 == 0 else names[::-1]:
+            start, c = time.perf_counter(), time.process_time()
+            float(runs[name][2](features, target))  # wait for the step
+            wall[name] += time.perf_counter() - start
+            cpu[name] += time.process_time() - c
+    return {name: (wall[name] / n, cpu[name] / n) for name in names}
+
+
 def overhead(schema, stats, data, model_config, batch_size, repeats, shampoo_kwargs, label):
     from matta_rec.data.reader import LogStream
 
@@ -113,11 +131,10 @@ def overhead(schema, stats, data, model_config, batch_size, repeats, shampoo_kwa
     warm = shampoo.start_preconditioning_step + 2
     for name in ("adam", "shampoo"):
         time_block(runs[name][2], features, target, warm if name == "shampoo" else 5)
-    block = shampoo.preconditioning_frequency
     times = {"adam": [], "shampoo": []}
     for _ in range(repeats):
-        for name in ("adam", "shampoo"):
-            times[name].append(time_block(runs[name][2], features, target, block))
+        for name, t in interleaved_block(runs, features, target, shampoo.preconditioning_frequency).items():
+            times[name].append(t)
     params = sum(int(np.prod(v.shape)) for v in runs["adam"][0].trainable_variables)
     a = statistics.median(w for w, _ in times["adam"])
     s = statistics.median(w for w, _ in times["shampoo"])
