@@ -375,6 +375,12 @@ def _dense_array(values: np.ndarray, splits: np.ndarray) -> pa.ListArray:
     )
 
 
+def _table(columns: dict, n: int) -> pa.Table:
+    """The shard's table; with no column present, a table that still has
+    the shard's ``n`` rows."""
+    return pa.table(columns) if columns else pa.table({"__rows__": pa.nulls(n)}).drop(["__rows__"])
+
+
 _SHARD_DECODERS: dict = {}
 
 
@@ -463,7 +469,7 @@ def _read_tfrecord_fast(path: str, schema: Schema, wanted: dict) -> pa.Table | N
         else:
             arrow_type = {"int64": pa.int64(), "float": pa.float32()}[kind]
             out[name] = pa.array(columns[name][0].numpy(), type=arrow_type)
-    return pa.table(out) if out else pa.table({"__rows__": pa.nulls(n)}).drop(["__rows__"])
+    return _table(out, n)
 
 
 def read_tfrecord(path: str, schema: Schema) -> pa.Table:
@@ -559,7 +565,7 @@ def _read_tfrecord_by_value(path: str, schema: Schema, wanted: dict) -> pa.Table
                 f"value is not valid UTF-8 text ({exc})", file=path, column=name,
                 row=_first_non_utf8(values), fix=f"write column '{name}' as UTF-8 text",
             ) from exc
-    return pa.table(columns) if columns else pa.table({"__rows__": pa.nulls(n)}).drop(["__rows__"])
+    return _table(columns, n)
 
 
 _READERS = {"parquet": read_parquet, "csv": read_csv, "tfrecord": read_tfrecord}
