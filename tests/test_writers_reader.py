@@ -446,25 +446,34 @@ def test_tfrecord_fast_decode_equals_the_value_by_value_read(tmp_path):
 
 @pytest.mark.parametrize(
     "change",
-    ["missing value", "int64 numbers", "not utf-8"],
+    ["missing value", "repeated value", "short vector", "missing column", "int64 numbers", "not utf-8"],
 )
 def test_tfrecord_fast_decode_hands_over_what_it_does_not_cover(tmp_path, change):
     rows = lib.tf_rows(lib.columns(20))
     if change == "missing value":
         del rows[4]["user_id"]
+    elif change == "repeated value":
+        rows[4]["user_age"] = ("float", [30.0, 31.0])
+    elif change == "short vector":
+        rows[6]["item_vec"] = ("float", [0.5, 0.5])
+    elif change == "missing column":
+        for row in rows:
+            del row["w"]
     elif change == "int64 numbers":
         for row in rows:
             row["click"] = ("int64", [int(row["click"][1][0])])
-    path = lib.write_tfrecord_rows(tmp_path / "a.tfrecord", rows)
-    if change == "not utf-8":
+    elif change == "not utf-8":
         rows[3]["user_id"] = ("bytes", [b"\xff\xfeu1"])
-        path = lib.write_tfrecord_rows(tmp_path / "a.tfrecord", rows)
-        from matta_rec.data import formats
+    path = lib.write_tfrecord_rows(tmp_path / "a.tfrecord", rows)
+    from matta_rec.data import formats
 
-        wanted = {n: formats._TF_TYPES[formats._expected_kind(n, lib.schema())] for n in lib.schema().columns}
-        assert formats._read_tfrecord_fast(path, lib.schema(), wanted) is None
-        return
-    assert not _tfrecord_paths_agree(path, lib.schema())
+    wanted = {n: formats._TF_TYPES[formats._expected_kind(n, lib.schema())] for n in lib.schema().columns}
+    assert formats._read_tfrecord_fast(path, lib.schema(), wanted) is None
+    if change == "repeated value":  # the value-by-value path names the row
+        with pytest.raises(DataError, match=r"column 'user_age', row 4: record 4 holds 2 values"):
+            formats.read_tfrecord(path, lib.schema())
+    elif change != "not utf-8":
+        assert not _tfrecord_paths_agree(path, lib.schema())
 
 
 @pytest.mark.parametrize("strings", [True, False])
