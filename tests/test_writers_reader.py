@@ -427,7 +427,7 @@ def _tfrecord_paths_agree(path, schema):
     returns whether it handled the shard (False: it handed it over)."""
     from matta_rec.data import formats
 
-    wanted = {name: formats._TF_TYPES[formats._expected_kind(name, schema)] for name in schema.columns}
+    wanted = formats._tf_types(schema)
     fast = formats._read_tfrecord_fast(path, schema, wanted)
     slow = formats._read_tfrecord_by_value(path, schema, wanted)
     assert formats.read_tfrecord(path, schema).equals(slow)
@@ -467,7 +467,7 @@ def test_tfrecord_fast_decode_hands_over_what_it_does_not_cover(tmp_path, change
     path = lib.write_tfrecord_rows(tmp_path / "a.tfrecord", rows)
     from matta_rec.data import formats
 
-    wanted = {n: formats._TF_TYPES[formats._expected_kind(n, lib.schema())] for n in lib.schema().columns}
+    wanted = formats._tf_types(lib.schema())
     assert formats._read_tfrecord_fast(path, lib.schema(), wanted) is None
     if change == "repeated value":  # the value-by-value path names the row
         with pytest.raises(DataError, match=r"column 'user_age', row 4: record 4 holds 2 values"):

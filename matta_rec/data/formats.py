@@ -270,6 +270,11 @@ def read_csv(path: str, schema: Schema) -> pa.Table:
 _TF_TYPES = {"string": "string", "int64": "int64", "float": "float32", "dense": "float32"}
 
 
+def _tf_types(schema: Schema) -> dict:
+    """``{column: tf dtype name}`` the schema expects in a ``tf.Example``."""
+    return {name: _TF_TYPES[_expected_kind(name, schema)] for name in schema.columns}
+
+
 def _record_iterator():
     """``tf_record_iterator`` without its deprecation notice, or ``None``."""
     try:
@@ -490,7 +495,7 @@ def read_tfrecord(path: str, schema: Schema) -> pa.Table:
         schema: the feature schema.
     """
     _check_not_empty(path)
-    wanted = {name: _TF_TYPES[_expected_kind(name, schema)] for name in schema.columns}
+    wanted = _tf_types(schema)
     table = _read_tfrecord_fast(path, schema, wanted)
     return table if table is not None else _read_tfrecord_by_value(path, schema, wanted)
 
