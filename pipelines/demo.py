@@ -147,7 +147,7 @@ def run_demo(
     >>> run_demo("sample_data", "runs/demo", quick=True)["rows"]
     2000
     """
-    from matta_rec.data.errors import MattaError
+    from matta_rec.errors import MattaError
     from matta_rec.data.schema import Schema
     from matta_rec.evaluation import evaluate_models
     from matta_rec.evaluation.ablation import split_holdout

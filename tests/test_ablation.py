@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from matta_rec.data.errors import MattaError
+from matta_rec.errors import MattaError
 from matta_rec.evaluation.ablation import (
     format_ablation_table,
     render_ablation_markdown,

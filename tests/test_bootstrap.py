@@ -7,13 +7,13 @@ import pytest
 from scipy.stats import norm
 from sklearn.metrics import roc_auc_score
 
-from matta_rec.data.errors import MattaError
-from matta_rec.evaluation.bootstrap import (
+from matta_rec.errors import MattaError
+from matta_rec.metrics.bootstrap import (
     bootstrap_auc_losses,
     paired_bootstrap,
     poisson_weights,
 )
-from matta_rec.evaluation.metrics import auc_loss
+from matta_rec.metrics.auc import auc_loss
 
 
 def _simulate(rng, n, mu1, mu2):

@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from matta_rec.data.errors import ConfigError
+from matta_rec.errors import ConfigError
 from matta_rec.utils.config import from_dict, to_dict
 
 

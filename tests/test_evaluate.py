@@ -8,11 +8,11 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from matta_rec.cli.main import main
-from matta_rec.data.errors import MattaError
+from matta_rec.errors import MattaError
 from matta_rec.data.schema import Schema
 from matta_rec.data.writers import write_shard
 from matta_rec.evaluation import auroc, evaluate_models, resolve_model, resolve_models
-from matta_rec.evaluation.metrics import logloss
+from matta_rec.metrics.auc import logloss
 
 SCHEMA = {
     "features": {

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from matta_rec.data.errors import ConfigError, DataError
+from matta_rec.errors import ConfigError, DataError
 from matta_rec.data.schema import Schema
 from matta_rec.features import FeaturePreprocessor, FeatureStats
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from matta_rec.data.errors import ConfigError
+from matta_rec.errors import ConfigError
 from matta_rec.training.config import LossConfig, RampConfig, RunConfig
 from matta_rec.training.losses import (
     DistillRamp,

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import log_loss, roc_auc_score
 
-from matta_rec.data.errors import MattaError
-from matta_rec.evaluation.metrics import (
+from matta_rec.errors import MattaError
+from matta_rec.metrics.auc import (
     auc_loss,
     auroc,
     calibration,

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from matta_rec.data.errors import ConfigError
+from matta_rec.errors import ConfigError
 from matta_rec.models import (
     ExtractedRelevanceModel,
     NestedRelevanceModel,

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from matta_rec.data.errors import ConfigError
+from matta_rec.errors import ConfigError
 from matta_rec.models import ModelConfig, NestedRelevanceModel
 from matta_rec.utils.config import from_dict
 from nested_testlib import make_batch, make_schema, make_stats, tiny_config

@@ -4,7 +4,7 @@ import textwrap
 
 import pytest
 
-from matta_rec.data.errors import SchemaError
+from matta_rec.errors import SchemaError
 from matta_rec.data.schema import Schema
 
 ISSUE_EXAMPLE = textwrap.dedent(

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from matta_rec.data.errors import ConfigError
+from matta_rec.errors import ConfigError
 from matta_rec.optimizers import Shampoo, get
 from matta_rec.optimizers import matrix_functions as mf
 from matta_rec.optimizers.partition import make_plan, matrix_view_shape

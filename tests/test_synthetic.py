@@ -14,7 +14,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from matta_rec.cli.main import main
-from matta_rec.data.errors import ConfigError
+from matta_rec.errors import ConfigError
 from matta_rec.data.schema import Schema
 from matta_rec.data.synthetic import SyntheticWorld, generate_logs, simulate
 

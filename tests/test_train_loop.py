@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from matta_rec.data.errors import ConfigError
+from matta_rec.errors import ConfigError
 from matta_rec.training import load_run, train_run
 
 sys.path.insert(0, os.path.dirname(__file__))

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 
 import reader_testlib as lib
-from matta_rec.data.errors import DataError
+from matta_rec.errors import DataError
 from matta_rec.data.formats import read_shard
 from matta_rec.data.reader import LogStream
 from matta_rec.data.schema import Schema

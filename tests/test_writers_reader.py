@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import reader_testlib as lib
-from matta_rec.data.errors import DataError
+from matta_rec.errors import DataError
 from matta_rec.data.reader import FollowOptions, LogStream, StreamPosition
 from matta_rec.data.schema import Schema
 from matta_rec.data.writers import format_of, write_shard

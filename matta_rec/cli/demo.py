@@ -18,7 +18,7 @@ import importlib.util
 import os
 import sys
 
-from matta_rec.data.errors import MattaError
+from matta_rec.errors import MattaError
 
 HELP = "train -> export -> evaluate on sample_data/ end to end"
 

@@ -17,7 +17,7 @@ import argparse
 import os
 
 from matta_rec.cli._args import open_fraction, positive_int
-from matta_rec.data.errors import MattaError
+from matta_rec.errors import MattaError
 
 HELP = "AUROC / AucLoss of models against a production baseline"
 

@@ -142,7 +142,7 @@ def summarize(data: Any, schema: Any, *, top: int = 3) -> dict:
     """
     import pandas as pd
 
-    from matta_rec.data.errors import DataError
+    from matta_rec.errors import DataError
     from matta_rec.data.formats import read_shard
     from matta_rec.data.reader import LogStream
     from matta_rec.data.schema import load_schema
@@ -344,7 +344,7 @@ def format_summary(summary: dict, max_listed: int = 50) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``matta-rec inspect-data``; 0 when every shard is valid, 1 otherwise."""
-    from matta_rec.data.errors import ConfigError
+    from matta_rec.errors import ConfigError
 
     schema = args.schema
     if schema is None:

@@ -12,7 +12,7 @@ import argparse
 import importlib
 import sys
 
-from matta_rec.data.errors import MattaError
+from matta_rec.errors import MattaError
 
 # name -> module; order is the order shown by --help.
 COMMANDS = {

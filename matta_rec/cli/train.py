@@ -113,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         overrides["strategy"] = args.strategy
     if not args.resume:
         if args.schema is None:
-            from matta_rec.data.errors import ConfigError
+            from matta_rec.errors import ConfigError
 
             raise ConfigError("--schema FILE is required (except with --resume)", source="--schema")
         config = RunConfig.from_yaml(args.config, overrides) if args.config else \

@@ -1,10 +1,10 @@
 """Log data: the feature schema, the validated stream reader, synthetic logs."""
 
-from matta_rec.data.errors import ConfigError, DataError, MattaError, SchemaError
+from matta_rec.errors import ConfigError, DataError, MattaError, SchemaError
 from matta_rec.data.schema import FeatureSpec, LabelSpec, Schema, load_schema
 from matta_rec.utils.lazy import lazy_attributes
 
-# Imported on first use so that `import matta_rec.data.errors` (the CLI's
+# Imported on first use so that `import matta_rec.data` (e.g. for the schema on the CLI's
 # start-up path) does not pay for pyarrow.
 _LAZY = {
     "LogStream": "matta_rec.data.reader",

@@ -5,7 +5,7 @@ to the raw representation as the format allows (CSV and TFRecord columns are
 parsed with the schema's types; Parquet columns keep the file's types).
 Whether the columns are *right* (present, typed, finite, in range) is the job
 of :mod:`matta_rec.data.validation`; a reader only raises
-:class:`~matta_rec.data.errors.DataError` when the file cannot be read at all
+:class:`~matta_rec.errors.DataError` when the file cannot be read at all
 (empty, truncated, corrupt) or a CSV / TFRecord value cannot be parsed as the
 schema's type, naming the file, column and row.
 
@@ -29,7 +29,7 @@ from typing import Callable
 import numpy as np
 import pyarrow as pa
 
-from matta_rec.data.errors import DataError
+from matta_rec.errors import DataError
 from matta_rec.data.schema import Schema
 from matta_rec.data.writers import FORMATS, format_of
 

@@ -51,7 +51,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 import pyarrow as pa
 
-from matta_rec.data.errors import DataError
+from matta_rec.errors import DataError
 from matta_rec.data.formats import read_shard
 from matta_rec.data.schema import Schema, load_schema
 from matta_rec.data.validation import LABEL_KEYS, ShardColumns, validate_table
@@ -498,7 +498,7 @@ class LogStream:
 
         Returns:
             A dataset of ``(features, labels)`` or ``(features, labels,
-            rows_end)``. A :class:`~matta_rec.data.errors.DataError` raised
+            rows_end)``. A :class:`~matta_rec.errors.DataError` raised
             while reading surfaces as a ``tf.errors`` exception carrying its
             message; the original is kept in ``stream.error``.
         """

@@ -40,7 +40,7 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
-from matta_rec.data.errors import SchemaError
+from matta_rec.errors import SchemaError
 
 GROUPS = ("user", "context", "item")
 KINDS = ("categorical", "numeric", "multi_categorical", "dense")

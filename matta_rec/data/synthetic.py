@@ -71,7 +71,7 @@ from typing import Callable
 
 import numpy as np
 
-from matta_rec.data.errors import ConfigError
+from matta_rec.errors import ConfigError
 from matta_rec.data.schema import Schema
 
 FORMATS = ("parquet", "csv", "tfrecord")

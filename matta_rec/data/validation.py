@@ -1,7 +1,7 @@
 """Validate one shard against the schema and convert it to raw numpy columns.
 
 A whole shard is checked before any of its rows is used. Each problem raises
-one :class:`~matta_rec.data.errors.DataError` naming the file, the column,
+one :class:`~matta_rec.errors.DataError` naming the file, the column,
 the first offending row (0-based, within the shard) and the fix:
 
 * missing column, wrong type (e.g. text where a number is expected);
@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from matta_rec.data.errors import DataError
+from matta_rec.errors import DataError
 from matta_rec.data.schema import FeatureSpec, Schema
 
 __all__ = ["ShardColumns", "validate_table", "LABEL_KEYS"]

@@ -14,9 +14,9 @@ Example:
 0.5
 """
 
-from matta_rec.evaluation.bootstrap import BootstrapResult, paired_bootstrap
+from matta_rec.metrics.bootstrap import BootstrapResult, paired_bootstrap
 from matta_rec.evaluation.compare import compare_scores, evaluate_models
-from matta_rec.evaluation.metrics import (
+from matta_rec.metrics.auc import (
     Calibration,
     DeLongResult,
     auc_loss,

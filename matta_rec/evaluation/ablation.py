@@ -40,10 +40,10 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from matta_rec.data.errors import ConfigError, MattaError
+from matta_rec.errors import ConfigError, MattaError
 from matta_rec.data.schema import Schema, load_schema
-from matta_rec.evaluation.bootstrap import bootstrap_auc_losses
-from matta_rec.evaluation.metrics import auroc
+from matta_rec.metrics.bootstrap import bootstrap_auc_losses
+from matta_rec.metrics.auc import auroc
 from matta_rec.evaluation.report import _describe_data
 from matta_rec.evaluation.scoring import ModelHandle, score_stream
 

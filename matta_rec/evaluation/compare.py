@@ -22,10 +22,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from matta_rec.data.errors import MattaError
+from matta_rec.errors import MattaError
 from matta_rec.data.schema import Schema, load_schema
-from matta_rec.evaluation.bootstrap import paired_bootstrap
-from matta_rec.evaluation.metrics import auroc, calibration, delong_test, logloss
+from matta_rec.metrics.bootstrap import paired_bootstrap
+from matta_rec.metrics.auc import auroc, calibration, delong_test, logloss
 from matta_rec.evaluation.scoring import (
     ModelHandle,
     ScoredRows,

@@ -23,7 +23,7 @@ import math
 import os
 from typing import Any, Mapping, Sequence
 
-from matta_rec.data.errors import MattaError
+from matta_rec.errors import MattaError
 
 __all__ = [
     "load_curves",

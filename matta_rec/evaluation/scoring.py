@@ -37,7 +37,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from matta_rec.data.errors import DataError, MattaError
+from matta_rec.errors import DataError, MattaError
 from matta_rec.data.schema import Schema
 
 __all__ = [

@@ -17,7 +17,7 @@ import secrets
 import shutil
 from typing import Callable
 
-from matta_rec.data.errors import MattaError
+from matta_rec.errors import MattaError
 from matta_rec.utils.files import TMP_MARK, fsync_dir, write_file_atomic  # noqa: F401 (write_file_atomic: kept importable from here)
 
 _OLD_MARK = ".old-"

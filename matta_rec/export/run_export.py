@@ -29,7 +29,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from matta_rec.data.errors import MattaError
+from matta_rec.errors import MattaError
 from matta_rec.export.latency import measure_latency
 from matta_rec.export.publish import ExportError, existing_versions, write_file_atomic
 from matta_rec.export.savedmodel import export_model

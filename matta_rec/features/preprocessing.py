@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from matta_rec.data.errors import ConfigError
+from matta_rec.errors import ConfigError
 from matta_rec.data.schema import FeatureSpec, Schema, load_schema
 from matta_rec.features.stats import STD_FLOOR, FeatureStats
 

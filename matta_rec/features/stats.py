@@ -26,7 +26,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from matta_rec.data.errors import ConfigError, DataError
+from matta_rec.errors import ConfigError, DataError
 from matta_rec.data.schema import FeatureSpec, Schema, load_schema
 
 FORMAT_VERSION = 1

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Sequence
 
-from matta_rec.data.errors import ConfigError
+from matta_rec.errors import ConfigError
 
 ACTIVATIONS = ("relu", "swish", "silu", "gelu", "tanh", "sigmoid", "linear", "elu", "selu")
 

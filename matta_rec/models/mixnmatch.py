@@ -33,7 +33,7 @@ import math
 import re
 from typing import Any, Mapping, Sequence
 
-from matta_rec.data.errors import ConfigError
+from matta_rec.errors import ConfigError
 
 _SUFFIX = re.compile(r"_level\d+$")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import keras
 
-from matta_rec.data.errors import ConfigError
+from matta_rec.errors import ConfigError
 from matta_rec.optimizers.shampoo import Shampoo
 
 __all__ = ["Shampoo", "get", "OPTIMIZERS"]

@@ -24,7 +24,7 @@ from typing import Literal, Mapping
 
 import yaml
 
-from matta_rec.data.errors import ConfigError
+from matta_rec.errors import ConfigError
 from matta_rec.utils.config import from_dict, load_yaml, to_dict
 
 MODES = ("student", "ta", "matta", "matta_no_distill", "matta_no_sharing")

@@ -44,7 +44,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from matta_rec.data.errors import ConfigError, DataError, MattaError
+from matta_rec.errors import ConfigError, DataError, MattaError
 from matta_rec.data.schema import Schema, load_schema
 from matta_rec.training.config import RunConfig
 from matta_rec.training.run_dir import (
@@ -115,7 +115,7 @@ def _is_chief(strategy) -> bool:
 
 # ---------------------------------------------------------- online metrics
 def _exact(y, score, w=None) -> dict:
-    from matta_rec.evaluation.metrics import auroc, logloss
+    from matta_rec.metrics.auc import auroc, logloss
 
     out: dict[str, Any] = {}
     try:

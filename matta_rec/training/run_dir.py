@@ -28,7 +28,7 @@ import os
 import re
 from typing import Any, Callable
 
-from matta_rec.data.errors import ConfigError
+from matta_rec.errors import ConfigError
 from matta_rec.data.schema import Schema
 from matta_rec.training.config import RunConfig
 from matta_rec.utils.files import write_file_atomic

@@ -15,7 +15,7 @@ from typing import Any, Mapping, TypeVar
 
 import yaml
 
-from matta_rec.data.errors import ConfigError
+from matta_rec.errors import ConfigError
 
 T = TypeVar("T")
 

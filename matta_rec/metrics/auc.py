@@ -26,7 +26,7 @@ import math
 
 import numpy as np
 
-from matta_rec.data.errors import MattaError
+from matta_rec.errors import MattaError
 
 __all__ = [
     "auroc",

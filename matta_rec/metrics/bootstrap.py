@@ -28,8 +28,8 @@ import math
 
 import numpy as np
 
-from matta_rec.data.errors import MattaError
-from matta_rec.evaluation.metrics import _auc_from_grouped, _groups, _pos_neg, validate_inputs
+from matta_rec.errors import MattaError
+from matta_rec.metrics.auc import _auc_from_grouped, _groups, _pos_neg, validate_inputs
 
 __all__ = ["BootstrapResult", "paired_bootstrap", "bootstrap_auc_losses", "poisson_weights"]
 
@@ -224,7 +224,7 @@ def paired_bootstrap(
 
     Args:
         y_true: 0/1 or soft labels in ``[0, 1]`` (soft labels use the
-            weighted AUROC, see :func:`matta_rec.evaluation.metrics.auroc`).
+            weighted AUROC, see :func:`matta_rec.metrics.auc.auroc`).
         score_model: scores of the model being compared.
         score_baseline: scores of the baseline on the same rows.
         sample_weight: optional row weights.
