@@ -177,14 +177,11 @@ def run_rows(run, rows: int, data=None) -> dict:
         if found is None:
             raise ExportError(f"--data {data!r} holds no rows to build warmup requests from")
         return found
-    from matta_rec.training.run_dir import RunPaths, read_json
+    from matta_rec.training.run_dir import RunPaths
 
-    paths = RunPaths(run.run_dir)
-    for rows_end in reversed(paths.states()):
-        state = read_json(paths.state(rows_end))
-        example = state.get("example") if isinstance(state, Mapping) else None
-        if example:
-            return {k: np.asarray(v) for k, v in example.items()}
+    example = RunPaths(run.run_dir).example_rows()
+    if example:
+        return {k: np.asarray(v) for k, v in example.items()}
     raise ExportError(
         f"run {run.run_dir} keeps no example rows (no checkpoints/state-*.json); pass "
         "--data with the training log shards to build warmup requests"

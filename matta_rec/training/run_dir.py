@@ -86,6 +86,21 @@ class RunPaths:
                 out.append(int(match.group(1)))
         return sorted(out)
 
+    def example_rows(self) -> dict | None:
+        """The raw example rows kept with the newest checkpoint that has them.
+
+        Every ``state-<rows_end>.json`` written by the training loop holds
+        ``"example"``: ``{feature: [values of a few raw rows]}`` (what warmup
+        requests and latency measurements are built from).  This is the one
+        reader of that part of the state-file format outside the loop.
+        """
+        for rows_end in reversed(self.states()):
+            state = read_json(self.state(rows_end))
+            example = state.get("example") if isinstance(state, dict) else None
+            if example:
+                return example
+        return None
+
 
 def write_json_atomic(path: str, data: Any, fsync: bool = True) -> None:
     """Write JSON to ``path`` through a temporary file and a rename.
