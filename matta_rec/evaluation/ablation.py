@@ -41,11 +41,13 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from matta_rec.errors import ConfigError, MattaError
+from matta_rec.data.holdout import split_holdout as data_split_holdout
 from matta_rec.data.schema import Schema, load_schema
 from matta_rec.metrics.bootstrap import bootstrap_auc_losses
 from matta_rec.metrics.auc import auroc
 from matta_rec.evaluation.report import _describe_data
 from matta_rec.evaluation.scoring import ModelHandle, score_stream
+from matta_rec.utils.jsonsafe import to_json_safe
 
 __all__ = ["Variant", "VARIANTS", "run_ablation", "summarize", "split_holdout",
            "render_ablation_markdown", "format_ablation_table", "write_ablation_report"]
@@ -92,6 +94,9 @@ def split_holdout(data: Any, schema: Schema, holdout_shards: int | None = None, 
                   holdout_fraction: float | None = None) -> tuple[list[str], list[str]]:
     """Split the stream's shards (time order) into training and held-out lists.
 
+    The split of :func:`matta_rec.data.holdout.split_holdout` (the one
+    training uses), with the ablation's rule that something is held out.
+
     Args:
         data: directory, glob, file or list of log shards.
         schema: the schema.
@@ -108,24 +113,16 @@ def split_holdout(data: Any, schema: Schema, holdout_shards: int | None = None, 
 
     >>> train, held = split_holdout("sample_data", schema, holdout_fraction=0.25)
     """
-    from matta_rec.data.reader import LogStream
-
-    stream = LogStream(data, schema, batch_size=1)
-    shards = [os.path.join(stream.root, rel) for rel in stream.shards()]
     if (holdout_shards is None) == (holdout_fraction is None):
         raise MattaError("give exactly one of holdout_shards and holdout_fraction")
-    if holdout_fraction is not None:
-        if not 0 < holdout_fraction < 1:
-            raise MattaError(f"--holdout-fraction must be in (0, 1), got {holdout_fraction}")
-        holdout_shards = max(1, math.ceil(holdout_fraction * len(shards)))
-    if holdout_shards < 1:
+    if holdout_fraction is not None and not 0 < holdout_fraction < 1:
+        raise MattaError(f"--holdout-fraction must be in (0, 1), got {holdout_fraction}")
+    if holdout_shards is not None and holdout_shards < 1:
         raise MattaError("--holdout-shards must be >= 1 (evaluation needs held-out shards)")
-    if len(shards) <= holdout_shards:
-        raise MattaError(
-            f"{data}: {len(shards)} shard(s) but {holdout_shards} are to be held out; "
-            "lower --holdout-shards / --holdout-fraction or add shards"
-        )
-    return shards[:-holdout_shards], shards[-holdout_shards:]
+    split = data_split_holdout(data, schema, holdout_shards or 0,
+                               holdout_fraction=holdout_fraction,
+                               fix="lower --holdout-shards / --holdout-fraction or add shards")
+    return split.train_files, split.holdout_files
 
 
 def _optimizer_section(config, name: str) -> dict:
@@ -583,17 +580,5 @@ def write_ablation_report(summary: dict, out_dir: str) -> dict:
         handle.write(render_ablation_markdown(summary, os.path.basename(png)))
     js = os.path.join(out_dir, "ablation.json")
     with open(js, "w", encoding="utf-8") as handle:
-        json.dump(_clean(summary), handle, indent=2)
+        json.dump(to_json_safe(summary), handle, indent=2)
     return {"markdown": md, "json": js, "png": png}
-
-
-def _clean(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value

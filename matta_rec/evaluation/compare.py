@@ -16,8 +16,6 @@ Example:
 from __future__ import annotations
 
 import datetime as _dt
-import math
-import os
 from typing import Any, Sequence
 
 import numpy as np
@@ -26,6 +24,7 @@ from matta_rec.errors import MattaError
 from matta_rec.data.schema import Schema, load_schema
 from matta_rec.metrics.bootstrap import paired_bootstrap
 from matta_rec.metrics.auc import auroc, calibration, delong_test, logloss
+from matta_rec.utils.jsonsafe import to_json_safe
 from matta_rec.evaluation.scoring import (
     ModelHandle,
     ScoredRows,
@@ -225,7 +224,7 @@ def evaluate_models(
         **result,
         "runs": runs,
     }
-    report = _json_safe(report)
+    report = to_json_safe(report)
     if out_dir is not None or print_table:
         from matta_rec.evaluation import report as report_mod
 
@@ -236,18 +235,3 @@ def evaluate_models(
             report_mod.write_report(report, out_dir)
     return report
 
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, (np.floating,)):
-        value = float(value)
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    return value

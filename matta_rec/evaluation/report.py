@@ -24,6 +24,7 @@ import os
 from typing import Any, Mapping, Sequence
 
 from matta_rec.errors import MattaError
+from matta_rec.utils.jsonsafe import to_json_safe
 
 __all__ = [
     "load_curves",
@@ -547,20 +548,8 @@ def write_report(report: dict, out_dir: str) -> dict:
         handle.write(render_markdown(report, rel))
     js = os.path.join(out_dir, "report.json")
     with open(js, "w", encoding="utf-8") as handle:
-        json.dump(report, handle, indent=2, default=_json_default)
+        json.dump(to_json_safe(report), handle, indent=2)
     paths["markdown"] = md
     paths["json"] = js
     return paths
 
-
-def _json_default(value: Any) -> Any:
-    try:
-        import numpy as np
-
-        if isinstance(value, np.generic):
-            return value.item()
-        if isinstance(value, np.ndarray):
-            return value.tolist()
-    except ImportError:  # pragma: no cover
-        pass
-    return str(value)
