@@ -27,12 +27,12 @@ null, an empty CSV field, a missing ``tf.Example`` feature.
 from __future__ import annotations
 
 import os
-import uuid
 from typing import Any, Mapping
 
 import numpy as np
 
 from matta_rec.data.schema import FeatureSpec, Schema, load_schema
+from matta_rec.utils.files import write_atomic
 
 FORMATS = ("parquet", "csv", "tfrecord")
 _EXTENSIONS = {
@@ -107,20 +107,8 @@ def write_shard(
     if len(set(lengths.values())) > 1:
         raise ValueError(f"all columns must have the same number of rows, got {lengths}")
 
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
-    try:
-        if format == "parquet":
-            _write_parquet(tmp, prepared)
-        elif format == "csv":
-            _write_csv(tmp, prepared)
-        else:
-            _write_tfrecord(tmp, prepared)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    writer = {"parquet": _write_parquet, "csv": _write_csv, "tfrecord": _write_tfrecord}[format]
+    write_atomic(path, lambda tmp: writer(tmp, prepared))
     return path
 
 

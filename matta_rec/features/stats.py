@@ -28,6 +28,7 @@ import numpy as np
 
 from matta_rec.errors import ConfigError, DataError
 from matta_rec.data.schema import FeatureSpec, Schema, load_schema
+from matta_rec.utils.files import write_file_atomic
 
 FORMAT_VERSION = 1
 
@@ -273,11 +274,8 @@ class FeatureStats:
         return cls(data["features"], rows=data.get("rows", 0))
 
     def save(self, path: str | os.PathLike) -> None:
-        path = os.fspath(path)
-        tmp = path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(self.to_dict(), handle, indent=1, sort_keys=False)
-        os.replace(tmp, path)
+        """Write the statistics as JSON to ``path`` atomically (fsynced)."""
+        write_file_atomic(path, json.dumps(self.to_dict(), indent=1, sort_keys=False))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "FeatureStats":
