@@ -154,6 +154,8 @@ def measure(paths: dict, batch_sizes, rounds: int, calls: int) -> tuple[dict, di
     """Interleaved timing: wall and process-CPU ms, each {size: {batch: [ms, ...]}}."""
     import tensorflow as tf
 
+    from matta_rec.utils.timing import time_calls
+
     sigs = {s: tf.saved_model.load(p).signatures["serving_default"] for s, p in paths.items()}
     first = next(iter(paths.values()))
     feeds = {b: {k: tf.constant(v) for k, v in rows_for(first, b).items()} for b in batch_sizes}
@@ -167,12 +169,9 @@ def measure(paths: dict, batch_sizes, rounds: int, calls: int) -> tuple[dict, di
         order = list(sigs) if r % 2 == 0 else list(reversed(list(sigs)))
         for s in order:
             for b in batch_sizes:
-                for _ in range(calls):
-                    c = time.process_time()
-                    t = time.perf_counter()
-                    sigs[s](**feeds[b])["probability"].numpy()
-                    times[s][b].append((time.perf_counter() - t) * 1e3)
-                    cpu[s][b].append((time.process_time() - c) * 1e3)
+                timed = time_calls(lambda: sigs[s](**feeds[b])["probability"].numpy(), calls)
+                times[s][b] += timed.wall_ms
+                cpu[s][b] += timed.cpu_ms
     return times, cpu
 
 

@@ -32,13 +32,13 @@ import json
 import math
 import os
 import re
-import time
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from matta_rec.errors import DataError, MattaError
 from matta_rec.data.schema import Schema
+from matta_rec.utils.timing import time_calls
 
 __all__ = [
     "ModelHandle",
@@ -243,13 +243,7 @@ class ModelHandle:
     def measure_latency(self, features: Mapping[str, Any], rows: int = 1, repeats: int = 30) -> float:
         """Median wall time (ms) of one call on ``rows`` rows of ``features``."""
         batch = {k: np.asarray(v)[:rows] for k, v in features.items()}
-        self.predict(batch)  # warm-up / tracing
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            self.predict(batch)
-            times.append((time.perf_counter() - start) * 1e3)
-        return float(np.median(times))
+        return time_calls(lambda: self.predict(batch), repeats, warmup=1).median_ms
 
     def describe(self) -> dict:
         """JSON-safe description (no loaded objects)."""

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-import statistics
-import time
 from typing import Iterable, Mapping
 
 import numpy as np
 
 from matta_rec.export.publish import ExportError
+from matta_rec.utils.timing import latency_summary, time_calls
 
 
 def load_signature(path_or_loaded, signature: str = "serving_default"):
@@ -73,22 +72,8 @@ def measure_latency(
     for batch_size in batch_sizes:
         batch_size = int(batch_size)
         feeds = {k: tf.constant(v) for k, v in tile_rows(rows, batch_size).items()}
-        for _ in range(max(0, warmup)):
-            _fetch(fn(**feeds))
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            _fetch(fn(**feeds))
-            times.append((time.perf_counter() - start) * 1e3)
-        times.sort()
-        median = statistics.median(times)
-        results[batch_size] = {
-            "median_ms": median,
-            "p10_ms": times[int(0.1 * (len(times) - 1))],
-            "p90_ms": times[int(0.9 * (len(times) - 1))],
-            "per_example_us": median * 1e3 / batch_size,
-            "repeats": repeats,
-        }
+        times = time_calls(lambda: _fetch(fn(**feeds)), repeats, warmup=max(0, warmup))
+        results[batch_size] = latency_summary(times.wall_ms, rows=batch_size)
     return results
 
 
