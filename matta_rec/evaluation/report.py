@@ -34,6 +34,7 @@ __all__ = [
     "plot_pareto",
     "plot_curves",
     "pareto_front",
+    "format_p_value",
     "write_report",
 ]
 
@@ -190,6 +191,36 @@ def _ci(pair: Sequence | None, spec: str = "+.2f") -> str:
     return f"[{format(pair[0], spec)}, {format(pair[1], spec)}]"
 
 
+def format_p_value(p: float | None, n_boot: int | None = None) -> str:
+    """A p-value as text, ``<floor`` when it sits at the bootstrap's floor.
+
+    A bootstrap p-value cannot go below ``1 / replicates``: when no
+    replicate falls on the other side of zero the computed value is that
+    floor, and the true p-value is smaller.  It prints as ``<0.002`` (500
+    replicates), not ``0.002``.  Real bootstrap p-values are multiples of
+    ``2 / replicates``, so anything under ``2 / n_boot`` is the floor (also
+    when a few replicates were undefined and the floor is ``1 / finite``).
+
+    Args:
+        p: the p-value (``None`` / NaN print as ``-``).
+        n_boot: bootstrap replicates; ``None`` for an analytic p-value
+            (DeLong), which is printed as it is.
+
+    Returns:
+        The text, 3 significant digits.
+
+    Example:
+
+    >>> format_p_value(0.002, n_boot=500), format_p_value(0.004, 500)
+    ('<0.002', '0.004')
+    """
+    if p is None or not math.isfinite(p):
+        return "-"
+    if n_boot and p < 2.0 / n_boot:
+        return f"<{p:.3g}"
+    return f"{p:.3g}"
+
+
 def _rows(report: Mapping) -> list[list[str]]:
     lines = []
     entries = [(report["baseline"], True)] + [(m, False) for m in report["models"]]
@@ -207,7 +238,7 @@ def _rows(report: Mapping) -> list[list[str]]:
             _fmt((entry.get("calibration") or {}).get("ece")),
             "0 (ref)" if is_base else _fmt(vs.get("relative_pct"), "+.2f"),
             "-" if is_base else _ci(vs.get("relative_pct_ci")),
-            "-" if is_base else _fmt(vs.get("p_value"), ".3g"),
+            "-" if is_base else format_p_value(vs.get("p_value"), vs.get("n_boot")),
         ])
     return lines
 
