@@ -112,6 +112,54 @@ def test_example_signature_uses_schema_defaults(exported):
     np.testing.assert_allclose(got["logit"].numpy(), models["small"](rows).numpy(), atol=1e-5)
 
 
+def test_nan_numeric_is_served_as_the_schema_default(exported):
+    """'age' declares default 30.0: a NaN age scores exactly like age 30."""
+    _, models, paths, _ = exported
+    sig = tf.saved_model.load(paths["small"]).signatures["serving_default"]
+    rows = make_rows(4, seed=13)
+    rows["age"][[0, 2]] = np.nan
+    got = sig(**{k: tf.constant(v) for k, v in rows.items()})["logit"].numpy()
+    assert np.all(np.isfinite(got))
+    filled = dict(rows, age=np.where(np.isnan(rows["age"]), 30.0, rows["age"]).astype(np.float32))
+    want = sig(**{k: tf.constant(v) for k, v in filled.items()})["logit"].numpy()
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_allclose(got, models["small"](filled).numpy(), atol=1e-5)
+    # The tf.Example signature goes through the same replacement.
+    example = tf.train.Example()
+    for k, v in rows.items():
+        x = v[0]
+        if v.dtype.kind in "US":
+            example.features.feature[k].bytes_list.value.append(str(x).encode())
+        elif v.dtype.kind == "i":
+            example.features.feature[k].int64_list.value.append(int(x))
+        else:
+            example.features.feature[k].float_list.value.extend(np.ravel(x).tolist())
+    ex = tf.saved_model.load(paths["small"]).signatures["tf_example"]
+    out = ex(inputs=tf.constant([example.SerializeToString()]))["logit"].numpy()
+    np.testing.assert_allclose(out, want[:1], atol=1e-6)
+
+
+def test_nan_or_inf_without_a_default_fails_naming_the_feature(exported):
+    """'price' has no default: a NaN (or an infinity anywhere) is an error, not a score."""
+    _, _, paths, _ = exported
+    sig = tf.saved_model.load(paths["small"]).signatures["serving_default"]
+    rows = make_rows(3, seed=14)
+    rows["price"][1] = np.nan
+    with pytest.raises(tf.errors.InvalidArgumentError, match="feature 'price'.*default:"):
+        sig(**{k: tf.constant(v) for k, v in rows.items()})
+    rows = make_rows(3, seed=14)
+    rows["vec"][2, 1] = np.nan
+    with pytest.raises(tf.errors.InvalidArgumentError, match="feature 'vec'"):
+        sig(**{k: tf.constant(v) for k, v in rows.items()})
+    rows = make_rows(3, seed=14)
+    rows["age"][0] = np.inf
+    with pytest.raises(tf.errors.InvalidArgumentError, match="feature 'age' has an infinite"):
+        sig(**{k: tf.constant(v) for k, v in rows.items()})
+    # Finite requests still serve afterwards.
+    ok = sig(**{k: tf.constant(v) for k, v in make_rows(3, seed=14).items()})
+    assert np.all(np.isfinite(ok["logit"].numpy()))
+
+
 def test_warmup_records_readable_and_servable(exported):
     _, _, paths, rows = exported
     logs = read_warmup(paths["large"])

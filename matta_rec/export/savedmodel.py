@@ -15,7 +15,10 @@ Signatures:
   dimension first (``schema.raw_signature()``) -> ``{"probability": float32
   [B], "logit": float32 [B]}``.  Preprocessing runs inside the graph.  Every
   input is shape-checked in the graph (``tf.ensure_shape`` names the feature)
-  and all features must have the same number of rows.
+  and all features must have the same number of rows.  A NaN numeric (or
+  dense) value is replaced by the feature's schema ``default``; without one,
+  a NaN or infinite value fails the request with an error naming the feature
+  (training never accepts one).
 * ``tf_example``: ``inputs`` string ``[B]`` of serialized ``tf.Example``
   protos (the TF Serving classify / regress convention), parsed by schema
   (string / int64 / float features; dense ones as a ``float_list`` of ``dim``
@@ -111,6 +114,45 @@ def _checked_inputs(schema: Schema, features):
     return checked
 
 
+def _float_default(f):
+    """The schema ``default`` of a float feature as a float32 array (``None`` if none)."""
+    if f.default is None:
+        return None
+    if f.kind == "dense" and np.isscalar(f.default):
+        return np.full(f.raw_shape, float(f.default), np.float32)
+    return np.asarray(f.default, np.float32).reshape(f.raw_shape)
+
+
+def _finite_inputs(schema: Schema, features):
+    """Numeric / dense inputs as training sees them: no NaN, no infinity.
+
+    Training rejects a non-finite numeric (the shard fails validation), so
+    a model has never scored one.  At serving a NaN is replaced by the
+    feature's schema ``default`` when it declares one (like a missing
+    value); otherwise, and for an infinity, the request fails with an
+    error naming the feature.  Done here, in the serving signature, and not
+    in the preprocessor shared with training.
+    """
+    import tensorflow as tf
+
+    out = dict(features)
+    for f in schema.features:
+        if f.raw_dtype != "float32":
+            continue
+        x = out[f.name]
+        default = _float_default(f)
+        if default is not None:
+            x = tf.where(tf.math.is_nan(x), tf.constant(default), x)
+            message = (f"feature '{f.name}' has an infinite value (a NaN is served as its "
+                       f"schema default {f.default}); training rejects these: send finite values")
+        else:
+            message = (f"feature '{f.name}' has a NaN or infinite value; training rejects "
+                       "these: send a finite value, or give the feature a `default:` in the "
+                       "schema to serve a NaN as that default")
+        out[f.name] = tf.debugging.assert_all_finite(x, message=message)
+    return out
+
+
 def example_parse_spec(schema: Schema) -> dict:
     """``tf.io.parse_example`` spec of the raw features."""
     import tensorflow as tf
@@ -189,7 +231,7 @@ def write_savedmodel(model, schema: Schema, path: str, *, warmup=None, model_nam
     raw_signature = schema.raw_signature()
 
     def serve(features):
-        logit = _logit(model, _checked_inputs(schema, features))
+        logit = _logit(model, _finite_inputs(schema, _checked_inputs(schema, features)))
         return {"probability": tf.sigmoid(logit), "logit": logit}
 
     parse_spec = example_parse_spec(schema)
