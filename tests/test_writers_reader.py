@@ -19,6 +19,11 @@ def _ids(batches):
     return [int(i) for f, *_ in batches for i in f["slot"]]
 
 
+def _at(position):
+    """The place of a position (its history left out)."""
+    return position.shard, position.row, position.rows_consumed, position.epoch
+
+
 # ------------------------------------------------------------------ writers
 @pytest.mark.parametrize("fmt", lib.FORMATS)
 def test_round_trip_every_kind(tmp_path, fmt):
@@ -182,7 +187,15 @@ def test_stop_mid_stream_save_position_resume_gets_exactly_the_rest(tmp_path, fm
             saved = json.dumps(stream.position_at(int(rows_end)).to_dict())
             break
     position = StreamPosition.from_dict(json.loads(saved))
-    assert position == StreamPosition("dt=2026-11-01/hour=01/part-0." + fmt, 2, 9, 0)
+    assert _at(position) == ("dt=2026-11-01/hour=01/part-0." + fmt, 2, 9, 0)
+    # the history: both shards with rows before the position, as on disk
+    assert [(fp.name, fp.rows) for fp in position.trained] == [
+        (f"dt=2026-11-01/hour=0{h}/part-0.{fmt}", n) for h, n in ((0, 7), (1, 5))
+    ]
+    assert [fp.bytes for fp in position.trained] == [
+        os.path.getsize(os.path.join(tmp_path, fp.name)) for fp in position.trained
+    ]
+    assert position.quarantined == ()
     resumed = LogStream(str(tmp_path), schema, batch_size=3, start=position)
     rest = list(resumed.dataset(with_position=True).as_numpy_iterator())
     rest_ids = [int(i) for f, _, _ in rest for i in f["slot"]]
@@ -224,9 +237,13 @@ def test_resume_twice_and_chain_positions(tmp_path):
 def test_position_at_bounds_and_start_position(tmp_path):
     lib.write_shards(tmp_path, [4])
     stream = LogStream(str(tmp_path), lib.schema(), batch_size=2)
-    assert stream.position_at(0) == StreamPosition()
+    assert stream.position_at(0) == StreamPosition(trained=(), quarantined=())
     list(stream.iter_numpy())
-    assert stream.position_at(4) == StreamPosition("dt=2026-11-01/hour=00/part-0.parquet", 4, 4, 0)
+    end = stream.position_at(4)
+    assert _at(end) == ("dt=2026-11-01/hour=00/part-0.parquet", 4, 4, 0)
+    assert [fp.name for fp in end.trained] == ["dt=2026-11-01/hour=00/part-0.parquet"]
+    # position 2 (shard boundary at row 2 of the only shard) has it partly trained
+    assert [fp.rows for fp in stream.position_at(2).trained] == [4]
     with pytest.raises(ValueError, match="beyond"):
         stream.position_at(5)
 

@@ -52,6 +52,7 @@ import numpy as np
 import pyarrow as pa
 
 from matta_rec.errors import DataError
+from matta_rec.data.fingerprints import ShardFingerprint, check_fingerprints, count_rows
 from matta_rec.data.formats import read_shard
 from matta_rec.data.schema import Schema, load_schema
 from matta_rec.data.validation import LABEL_KEYS, ShardColumns, validate_table
@@ -122,6 +123,14 @@ class FollowOptions:
 class StreamPosition:
     """Where a stream resumes: the next row read is row ``row`` of ``shard``.
 
+    A position made by :meth:`LogStream.position_at` also carries the
+    stream's history: the fingerprints of the shards trained so far and the
+    names of the shards quarantined before it, across every process of the
+    run. On resume the stream checks the trained shards are the same files
+    (:func:`~matta_rec.data.fingerprints.check_fingerprints`) and tells a
+    late shard (sorting before ``shard``, never trained) from one already
+    read; see :class:`LogStream`.
+
     Args:
         shard: shard path relative to the data root (``/``-separated); ``""``
             is the start of the stream.
@@ -129,18 +138,29 @@ class StreamPosition:
         rows_consumed: stream rows delivered before this position, counted
             from the stream's origin (kept across resumes).
         epoch: 0-based pass over the data (always 0 for a single pass).
+        trained: :class:`~matta_rec.data.fingerprints.ShardFingerprint`
+            (or their dicts) of every shard with at least one row before this
+            position. ``None``: no history (a position saved by an earlier
+            version, or written by hand): every shard sorting before
+            ``shard`` is then taken as read and nothing is compared.
+        quarantined: names of the shards quarantined before this position
+            (not trained, not compared; ``None`` counts as none).
 
     Example:
 
     >>> pos = stream.position_at(4096)
     >>> StreamPosition.from_dict(json.loads(json.dumps(pos.to_dict()))) == pos
     True
+    >>> [fp.name for fp in pos.trained]
+    ['dt=2026-11-01/hour=00/part-0.parquet']
     """
 
     shard: str = ""
     row: int = 0
     rows_consumed: int = 0
     epoch: int = 0
+    trained: tuple | None = None
+    quarantined: tuple | None = None
 
     def __post_init__(self):
         if not isinstance(self.shard, str):
@@ -150,12 +170,32 @@ class StreamPosition:
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
                 raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
             object.__setattr__(self, name, int(value))
+        if self.trained is not None:
+            if isinstance(self.trained, (str, bytes, Mapping)) or not isinstance(self.trained, (list, tuple)):
+                raise ValueError(f"trained must be None or a list of shard fingerprints, got {self.trained!r}")
+            prints = {fp.name: fp for fp in map(ShardFingerprint.from_dict, self.trained)}
+            object.__setattr__(self, "trained", tuple(prints[name] for name in sorted(prints)))
+        if self.quarantined is not None:
+            if isinstance(self.quarantined, (str, bytes)) or not isinstance(self.quarantined, (list, tuple)) or not all(
+                isinstance(name, str) for name in self.quarantined
+            ):
+                raise ValueError(f"quarantined must be None or a list of shard names, got {self.quarantined!r}")
+            object.__setattr__(self, "quarantined", tuple(sorted(set(self.quarantined))))
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """A JSON-safe dict (fingerprints as dicts), read back by :meth:`from_dict`."""
+        return {
+            "shard": self.shard,
+            "row": self.row,
+            "rows_consumed": self.rows_consumed,
+            "epoch": self.epoch,
+            "trained": None if self.trained is None else [fp.to_dict() for fp in self.trained],
+            "quarantined": None if self.quarantined is None else list(self.quarantined),
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping) -> "StreamPosition":
+        """Inverse of :meth:`to_dict`; a dict without ``trained`` has no history."""
         if not isinstance(data, Mapping):
             raise ValueError(f"a stream position must be a mapping, got {type(data).__name__}")
         allowed = {f.name for f in dataclasses.fields(cls)}
@@ -163,6 +203,11 @@ class StreamPosition:
         if unknown:
             raise ValueError(f"unknown stream position key(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
         return cls(**dict(data))
+
+    @property
+    def trained_names(self) -> frozenset | None:
+        """Names of the shards in :attr:`trained` (``None``: no history)."""
+        return None if self.trained is None else frozenset(fp.name for fp in self.trained)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -233,12 +278,37 @@ class StreamReport:
 
 
 # ------------------------------------------------------------------ listing
+def _relative(path: str, root: str) -> str | None:
+    """``path`` relative to ``root``, ``/``-separated; ``None`` if outside it.
+
+    Plain absolute paths are tried first, then resolved ones, so a root
+    reached through a symbolic link still holds its shards.
+    """
+    for norm in (os.path.abspath, os.path.realpath):
+        try:
+            rel = os.path.relpath(norm(path), norm(root))
+        except ValueError:  # another drive
+            continue
+        if rel != os.pardir and not rel.startswith(os.pardir + os.sep) and not os.path.isabs(rel):
+            return rel.replace(os.sep, "/")
+    return None
+
+
+def _outside(path: str, root: str) -> DataError:
+    return DataError(
+        f"the shard is outside the data root '{root}', so it has no name relative to it",
+        file=path,
+        fix="pass --data (the data root) as a directory that holds every shard read",
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class _Source:
-    root: str
+    root: str  # names are relative to it
     files: tuple | None  # an explicit list of files
     pattern: str | None  # a glob
     single: str | None  # a single file
+    folder: str | None = None  # a directory searched recursively
 
     def list(self) -> list[tuple[str, str]]:
         """Sorted ``(relative path, absolute path)`` of the shards present now."""
@@ -250,7 +320,7 @@ class _Source:
             paths = [p for p in globlib.glob(self.pattern, recursive=True) if os.path.isfile(p)]
         else:
             paths = []
-            for folder, dirs, names in os.walk(self.root):
+            for folder, dirs, names in os.walk(self.folder):
                 dirs[:] = [d for d in dirs if not d.startswith((".", "_"))]
                 for name in names:
                     if not name.startswith((".", "_")) and format_of(name):
@@ -259,20 +329,45 @@ class _Source:
         for path in paths:
             if os.path.basename(path).startswith((".", "_")) or not format_of(path):
                 continue
-            rel = os.path.relpath(os.path.abspath(path), self.root).replace(os.sep, "/")
+            rel = _relative(path, self.root)
+            if rel is None:
+                raise _outside(os.path.abspath(path), self.root)
             out.append((rel, os.path.abspath(path)))
         out.sort()
         return out
 
 
-def _source(data: Any) -> _Source:
+def _source(data: Any, root: Any = None) -> _Source:
+    """The listing of ``data``, with names relative to ``root`` (or its default)."""
+    source = _default_source(data)
+    if root is None:
+        return source
+    if not isinstance(root, (str, os.PathLike)):
+        raise TypeError(f"root must be a directory path or None, got {type(root).__name__}")
+    root = os.path.abspath(os.fspath(root))
+    if not os.path.isdir(root):
+        raise DataError("the data root is not a directory", file=root,
+                        fix="pass --data as the directory holding the log shards")
+    if source.files is not None:
+        held = source.files
+    elif source.single is not None:
+        held = (source.single,)
+    else:  # a directory, or the fixed prefix of a glob
+        held = (source.folder or source.root,)
+    for path in held:
+        if _relative(path, root) is None:
+            raise _outside(path, root)
+    return dataclasses.replace(source, root=root)
+
+
+def _default_source(data: Any) -> _Source:
     if isinstance(data, (list, tuple)):
         if not data:
             raise ValueError("data is an empty list; give a directory, a glob or shard files")
         files = tuple(os.path.abspath(os.fspath(p)) for p in data)
         for path in files:
             if not os.path.isfile(path):
-                raise DataError("no such shard file", file=path, fix="check the path")
+                raise DataError("no such shard file", file=path, fix="check --data")
             if not format_of(path):
                 raise DataError(
                     "not a shard: unknown extension", file=path,
@@ -286,7 +381,7 @@ def _source(data: Any) -> _Source:
         )
     data = os.fspath(data)
     if os.path.isdir(data):
-        return _Source(os.path.abspath(data), None, None, None)
+        return _Source(os.path.abspath(data), None, None, None, os.path.abspath(data))
     if os.path.isfile(data):
         if not format_of(data):
             raise DataError(
@@ -306,7 +401,7 @@ def _source(data: Any) -> _Source:
     raise DataError(
         "no such directory, file or glob",
         file=data,
-        fix="pass the directory holding the log shards (or a glob such as 'logs/**/*.parquet')",
+        fix="pass --data as the directory holding the log shards (or a glob such as 'logs/**/*.parquet')",
     )
 
 
@@ -390,6 +485,16 @@ class LogStream:
             shard files. Shards are ``*.parquet``, ``*.csv`` or
             ``*.tfrecord`` (``tf.Example``) and are read in lexicographic
             order of their path relative to the data root.
+        root: the data root: a shard's name (its identity in positions,
+            quarantine entries, reports and errors) is its path relative to
+            it, partition folders included (``dt=2026-11-01/hour=07/
+            part-0.parquet``). Default: ``data`` itself for a directory, the
+            part before the first wildcard for a glob, the file's folder for
+            one file, the files' common folder for a list. A training run
+            passes ``--data`` here, so that the names stay the same whether it
+            reads the directory, a glob or a list of its files, however the
+            list grows, and however ``--data`` is spelled (relative, absolute,
+            trailing slash). Every shard must lie under it.
         schema: a :class:`~matta_rec.data.schema.Schema`, a YAML path or a
             dict.
         batch_size: rows per batch (batches span shard boundaries; the last
@@ -405,6 +510,19 @@ class LogStream:
             (``tf.data.AUTOTUNE`` = -1 by default).
         read_ahead: shards loaded and validated in a background thread while
             the current one is delivered (0 = none).
+
+    Resuming (``start`` from :meth:`position_at`): the shards the position
+    records as trained must be the same files now (same size and row count;
+    new shards and shards that were quarantined are not compared), else a
+    :class:`~matta_rec.errors.DataError` says ``--data`` points at different
+    logs. A *late* shard, one that sorts before the resume position but was
+    neither trained nor quarantined by the run (it landed after the run went
+    past its place), is never skipped silently: it is a ``DataError`` naming
+    it, since training it now would break time order and skipping it would
+    lose its rows; with ``skip_bad_shards=True`` it is quarantined instead
+    (counted and reported like a bad shard) and the stream goes on. A
+    position without history (``trained=None``) resumes as before: every
+    shard sorting before it is taken as read.
 
     Example:
 
@@ -426,6 +544,7 @@ class LogStream:
         epochs: int = 1,
         prefetch: int = AUTOTUNE,
         read_ahead: int = 1,
+        root: "str | os.PathLike | None" = None,
     ):
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -451,6 +570,8 @@ class LogStream:
             raise TypeError(f"start must be a StreamPosition, its dict or None, got {type(start).__name__}")
         if start.epoch >= epochs:
             raise ValueError(f"start.epoch is {start.epoch} but the stream has only {epochs} epoch(s)")
+        if start.trained is None and start.shard == "" and start.epoch == 0:
+            start = dataclasses.replace(start, trained=(), quarantined=())  # nothing before the origin
         self.schema = load_schema(schema)
         self.batch_size = int(batch_size)
         self.follow = follow
@@ -459,11 +580,12 @@ class LogStream:
         self.epochs = epochs
         self.prefetch = prefetch
         self.read_ahead = read_ahead
-        self._source = _source(data)
+        self._source = _source(data, root)
         if follow is not None and self._source.files is not None:
             raise ValueError("follow mode needs a directory or glob to poll, not a fixed list of files")
         self._lock = threading.Lock()
         self._segments: list[_Segment] = []
+        self._loaded: dict[str, ShardFingerprint] = {}
         self._report = StreamReport()
         self.error: Exception | None = None
 
@@ -596,6 +718,8 @@ class LogStream:
         rows_end = int(rows_end)
         with self._lock:
             segments = list(self._segments)
+            loaded = dict(self._loaded)
+            quarantined = [q.shard for q in self._report.quarantined]
         if rows_end == self.start.rows_consumed and not segments:
             return self.start
         if not segments or rows_end < segments[0].g0:
@@ -609,7 +733,33 @@ class LogStream:
             raise ValueError(
                 f"rows_end {rows_end} is beyond the rows read so far ({segments[-1].g1})"
             )
-        return StreamPosition(seg.shard, seg.row0 + rows_end - seg.g0, rows_end, seg.epoch)
+        shard = seg.shard
+        trained = passed = None
+        if self.start.trained is not None:
+            prints = {fp.name: fp for fp in self.start.trained}
+            prints.update((s.shard, loaded[s.shard]) for s in segments if s.g0 < rows_end)
+            trained = tuple(prints.values())
+            passed = set(self.start.quarantined or ()) | {name for name in quarantined if name < shard}
+            passed = tuple(passed - set(prints))
+        return StreamPosition(shard, seg.row0 + rows_end - seg.g0, rows_end, seg.epoch, trained, passed)
+
+    def check_start(self) -> list[str]:
+        """Check the resume position against the shards present now.
+
+        Iteration runs the same checks; call this to fail before anything
+        costly (building a model, say).
+
+        Returns:
+            Late shards (sorting before ``start`` in its epoch, neither
+            trained nor quarantined) that ``skip_bad_shards=True`` will
+            quarantine; empty when the position has no history.
+
+        Raises:
+            DataError: a trained shard differs from its fingerprint (``--data``
+                points at different logs), or a late shard is present and
+                ``skip_bad_shards`` is off.
+        """
+        return [rel for rel, _ in self._late_shards(self._source.list(), quarantine=False)]
 
     def report(self) -> StreamReport:
         """Shards and rows read, and quarantined shards, of the current (or last) iteration."""
@@ -632,29 +782,88 @@ class LogStream:
         """Read + validate one shard; ``None`` when quarantined."""
         table = None
         try:
+            size = os.path.getsize(path)
             table = read_shard(path, self.schema)
-            return validate_table(table, self.schema, path, strings=strings)
+            cols = validate_table(table, self.schema, path, strings=strings)
         except DataError as exc:
             if not self.skip_bad_shards:
                 raise
             self._quarantine(rel, None if table is None else table.num_rows, exc)
             return None
+        except OSError as exc:  # gone between the listing and the read
+            error = DataError(f"the shard cannot be opened ({exc})", file=path,
+                              fix="do not delete or move shards while they are read")
+            if not self.skip_bad_shards:
+                raise error from exc
+            self._quarantine(rel, None, error)
+            return None
+        with self._lock:
+            self._loaded[rel] = ShardFingerprint(rel, int(size), int(table.num_rows))
+        return cols
+
+    def _set_aside(self, rel: str, path: str, error: DataError) -> None:
+        """Raise ``error``, or quarantine the shard with ``skip_bad_shards``."""
+        if not self.skip_bad_shards:
+            raise error
+        try:
+            rows = count_rows(path)
+        except DataError:
+            rows = None
+        self._quarantine(rel, rows, error)
 
     def _out_of_order(self, rel: str, path: str, last: str) -> None:
-        error = DataError(
+        self._set_aside(rel, path, DataError(
             f"new shard appeared after '{last}' was already read but sorts before it; reading it "
             "now would break time order",
             file=path,
             fix="publish shards under names that sort after those already written (e.g. a later "
-            "dt=/hour= folder), or restart the stream to re-read from the start",
-        )
-        if not self.skip_bad_shards:
-            raise error
-        try:
-            rows = read_shard(path, self.schema).num_rows
-        except DataError:
-            rows = None
-        self._quarantine(rel, rows, error)
+            "dt=/hour= folder), or pass --set data.skip_bad_shards=true to quarantine it and go on, "
+            "or start a new --out to train on every shard in order",
+        ))
+
+    def _late_shards(self, listing: list, quarantine: bool) -> list[tuple[str, str]]:
+        """Check the start's history against ``listing``; return the late shards.
+
+        A late shard raises, or with ``skip_bad_shards`` is quarantined when
+        ``quarantine`` is true (and only returned otherwise).
+        """
+        start = self.start
+        if start.trained is None or not start.shard:
+            return []
+        gone = check_fingerprints(self.root, start.trained)
+        if gone:
+            logger.info("%d shard(s) trained earlier in this run are gone (first: %s); "
+                        "they are not needed to resume", len(gone), gone[0])
+        passed = start.trained_names | set(start.quarantined or ())
+        late = [(rel, path) for rel, path in listing if rel < start.shard and rel not in passed]
+        for rel, path in late:
+            error = DataError(
+                f"late shard: it sorts before the resume position (row {start.row} of "
+                f"'{start.shard}') but was neither trained nor quarantined by this run; training "
+                "it now would break time order and skipping it would lose its rows",
+                file=path,
+                fix="move it under a name that sorts after the resume position (e.g. a later "
+                "dt=/hour= folder), or pass --set data.skip_bad_shards=true to quarantine it and "
+                "go on, or train a new --out on the whole data",
+            )
+            if not self.skip_bad_shards:
+                raise error
+            if quarantine:
+                self._set_aside(rel, path, error)
+        return late
+
+    def _skip_before_start(self, listing: list) -> set[str]:
+        """Names to skip in the start's epoch: those before it, late ones checked."""
+        start = self.start
+        self._late_shards(listing, quarantine=True)
+        if start.row > 0 and start.shard not in {rel for rel, _ in listing}:
+            raise DataError(
+                f"the resume position is row {start.row} of shard '{start.shard}', which is gone",
+                file=os.path.join(self.root, *start.shard.split("/")),
+                fix="restore the shard, or point --data at the data root the run was trained on "
+                "(shard names are relative to it)",
+            )
+        return {rel for rel, _ in listing if rel < start.shard}
 
     def _sentinel_exists(self) -> bool:
         sentinel = os.fspath(self.follow.sentinel)
@@ -673,16 +882,10 @@ class LogStream:
                     file=self.root,
                     fix="check --data; names starting with '.' or '_' are ignored",
                 )
-            names = {rel for rel, _ in listing}
-            if start.row > 0 and start.shard not in names:
-                raise DataError(
-                    f"the resume position is row {start.row} of shard '{start.shard}', which is gone",
-                    file=os.path.join(self.root, start.shard),
-                    fix="restore the shard, or resume from a position saved at a shard boundary",
-                )
+            skip = self._skip_before_start(listing)
             for epoch in range(start.epoch, self.epochs):
                 for rel, path in listing:
-                    if epoch == start.epoch and rel < start.shard:
+                    if epoch == start.epoch and rel in skip:
                         continue
                     yield epoch, rel, path
             self._source_stop = "end"
@@ -698,15 +901,7 @@ class LogStream:
             listing = self._source.list()
             new = [(rel, path) for rel, path in listing if rel not in taken]
             if first:
-                if start.row > 0 and start.shard not in {rel for rel, _ in listing}:
-                    raise DataError(
-                        f"the resume position is row {start.row} of shard '{start.shard}', which is gone",
-                        file=os.path.join(self.root, start.shard),
-                        fix="restore the shard, or resume from a position saved at a shard boundary",
-                    )
-                for rel, _ in new:
-                    if rel < start.shard:
-                        taken.add(rel)  # consumed before the resume position
+                taken |= self._skip_before_start(listing)
                 new = [(rel, path) for rel, path in new if rel not in taken]
                 first = False
             if new:
@@ -785,6 +980,7 @@ class LogStream:
         start = self.start
         with self._lock:
             self._segments = []
+            self._loaded = {}
             self._report = StreamReport()
             self.error = None
         self._source_stop = None
@@ -814,8 +1010,8 @@ class LogStream:
                     raise DataError(
                         f"the resume position is row {row0} but the shard has {cols.num_rows} rows; "
                         "it changed since the position was saved",
-                        file=os.path.join(self.root, rel),
-                        fix="resume from a position saved on these exact shards",
+                        file=os.path.join(self.root, *rel.split("/")),
+                        fix="restore the shard as it was when trained, or start a new --out",
                     )
                 piece = cols.slice(row0, cols.num_rows)
                 if limit is not None:
