@@ -51,7 +51,7 @@ def np_gau(x, gau, level, hidden=None, shared=None):
     """Numpy GAU of ``level`` from the TA variables of ``gau`` (prefix slices)."""
     d = x.shape[-1]
     e = gau.units[level] if hidden is None else hidden
-    s = gau.shared_dims[level] if shared is None else shared
+    s = gau.shared_dim[level] if shared is None else shared
 
     def w(layer, m, n):
         k = layer.kernel.numpy()[:m, :n]

@@ -18,7 +18,7 @@ def rand(*shape):
 
 # ----------------------------------------------------------------- Dense
 def test_dense_student_is_top_left_slice_of_ta_variables():
-    layer = MNestedDense(3, 6, activation="relu", bias_initializer="random_normal")
+    layer = MNestedDense(units=(3, 6), activation="relu", bias_initializer="random_normal")
     xs, xt = rand(5, 4), rand(5, 8)
     ys, yt = layer((xs, xt))
     assert layer.kernel.shape == (8, 6) and layer.bias.shape == (6,)
@@ -38,7 +38,7 @@ def test_dense_student_is_top_left_slice_of_ta_variables():
 
 
 def test_dense_one_input_is_read_by_every_level_in_one_matmul():
-    layer = MNestedDense(2, 5, intermediate_units=(3,), activation="tanh")
+    layer = MNestedDense(units=(2, 3, 5), activation="tanh")
     x = rand(4, 6)
     y0, y1, y2 = layer(x)
     np.testing.assert_allclose(y0, y2[:, :2])
@@ -50,7 +50,7 @@ def test_dense_one_input_is_read_by_every_level_in_one_matmul():
 
 
 def test_dense_three_levels_rank3_and_skipped_level():
-    layer = MNestedDense(2, 6, intermediate_units=(4,))
+    layer = MNestedDense(units=(2, 4, 6))
     x0, x1, x2 = rand(2, 3, 2), rand(2, 3, 5), rand(2, 3, 7)
     outs = layer((x0, x1, x2))
     assert [tuple(o.shape) for o in outs] == [(2, 3, 2), (2, 3, 4), (2, 3, 6)]
@@ -62,7 +62,7 @@ def test_dense_three_levels_rank3_and_skipped_level():
 
 
 def test_dense_without_sharing_has_independent_variables():
-    layer = MNestedDense(3, 6, share_weights=False)
+    layer = MNestedDense(units=(3, 6), share_weights=False)
     xs, xt = rand(2, 4), rand(2, 8)
     ys, _ = layer((xs, xt))
     shapes = sorted(tuple(w.shape) for w in layer.weights)
@@ -72,7 +72,7 @@ def test_dense_without_sharing_has_independent_variables():
 
 
 def test_dense_student_gradient_stays_in_its_slice():
-    layer = MNestedDense(3, 6)
+    layer = MNestedDense(units=(3, 6))
     xs, xt = rand(5, 4), rand(5, 8)
     layer((xs, xt))
     with tf.GradientTape() as tape:
@@ -87,10 +87,13 @@ def test_dense_student_gradient_stays_in_its_slice():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"student_units": 8, "ta_units": 4}, "non-decreasing"),
-        ({"student_units": 0, "ta_units": 4}, "positive integers"),
-        ({"student_units": 2, "ta_units": 4, "intermediate_units": (5,)}, "non-decreasing"),
-        ({"student_units": 2, "ta_units": 4, "use_bias": "yes"}, "use_bias"),
+        ({"units": (8, 4)}, "non-decreasing"),
+        ({"units": (0, 4)}, "positive integers"),
+        ({"units": (2, 5, 4)}, "non-decreasing"),
+        ({"units": ()}, "one size per level"),
+        ({"units": "16"}, "one size per level"),
+        ({"units": None}, r"units=\(16, 32\)"),
+        ({"units": (2, 4), "use_bias": "yes"}, "use_bias"),
     ],
 )
 def test_dense_rejects_bad_arguments(kwargs, message):
@@ -100,20 +103,20 @@ def test_dense_rejects_bad_arguments(kwargs, message):
 
 def test_dense_rejects_wrong_input_count_and_decreasing_input_widths():
     with pytest.raises(ValueError, match="tuple of 2"):
-        MNestedDense(2, 4)((rand(1, 3), rand(1, 3), rand(1, 3)))
+        MNestedDense(units=(2, 4))((rand(1, 3), rand(1, 3), rand(1, 3)))
     with pytest.raises(ValueError, match="non-decreasing"):
-        MNestedDense(2, 4)((rand(1, 5), rand(1, 3)))
+        MNestedDense(units=(2, 4))((rand(1, 5), rand(1, 3)))
 
 
 def test_one_level_dense_is_a_plain_dense():
-    layer = MNestedDense(3, activation="relu")
+    layer = MNestedDense(units=3, activation="relu")
     (y,) = layer(rand(2, 4))
     assert layer.num_levels == 1 and layer.kernel.shape == (4, 3) and y.shape == (2, 3)
 
 
 # ------------------------------------------------------------------- GAU
 def test_gau_student_path_matches_numpy_reference_on_ta_slices():
-    gau = MNestedGAU(8, 16, student_shared_dim=4, ta_shared_dim=6)
+    gau = MNestedGAU(units=(8, 16), shared_dim=(4, 6))
     tokens = rand(3, 5, 8)
     ys, yt = gau((tokens[..., :4], tokens))
     assert ys.shape == (3, 5, 4) and yt.shape == (3, 5, 8)
@@ -133,7 +136,7 @@ def test_gau_student_path_matches_numpy_reference_on_ta_slices():
 
 
 def test_gau_one_input_equals_tuple_of_the_same_input():
-    gau = MNestedGAU(6, 12, student_shared_dim=3, ta_shared_dim=6)
+    gau = MNestedGAU(units=(6, 12), shared_dim=(3, 6))
     x = rand(2, 4, 5)
     a = gau(x)
     b = gau((x, x))
@@ -142,7 +145,7 @@ def test_gau_one_input_equals_tuple_of_the_same_input():
 
 
 def test_gau_gradient_of_student_stays_in_student_slices():
-    gau = MNestedGAU(8, 16, student_shared_dim=4, ta_shared_dim=6)
+    gau = MNestedGAU(units=(8, 16), shared_dim=(4, 6))
     tokens = rand(2, 5, 8)
     with tf.GradientTape() as tape:
         ys, _ = gau((tokens[..., :4], tokens))
@@ -156,19 +159,21 @@ def test_gau_gradient_of_student_stays_in_student_slices():
 
 
 def test_gau_validates_shared_dims():
-    with pytest.raises(ValueError, match="ta_shared_dim"):
-        MNestedGAU(8, 16, student_shared_dim=4)
+    with pytest.raises(ValueError, match="one entry per level"):
+        MNestedGAU(units=(8, 16), shared_dim=4)
     with pytest.raises(ValueError, match="non-decreasing"):
-        MNestedGAU(8, 16, student_shared_dim=8, ta_shared_dim=4)
+        MNestedGAU(units=(8, 16), shared_dim=(8, 4))
+    with pytest.raises(ValueError, match="shared_dim"):
+        MNestedGAU(units=(8, 16))
 
 
 # ----------------------------------------------------------------- cross
 @pytest.mark.parametrize("projection", [None, (2, 4)])
 def test_cross_levels_match_numpy_and_keras_rs_feature_cross(projection):
     if projection is None:
-        layer = MNestedCross(bias_initializer="random_normal", diag_scale=0.5)
+        layer = MNestedCross((None, None), bias_initializer="random_normal", diag_scale=0.5)
     else:
-        layer = MNestedCross(*projection, bias_initializer="random_normal", diag_scale=0.5)
+        layer = MNestedCross(projection, bias_initializer="random_normal", diag_scale=0.5)
     x0, x = rand(3, 12), rand(3, 12)
     ys, yt = layer((x0[:, :6], x0), (x[:, :6], x))
     w = layer.dense.kernel.numpy()
@@ -196,9 +201,10 @@ def test_cross_validates_arguments():
     with pytest.raises(ValueError, match="diag_scale"):
         MNestedCross(diag_scale=-1.0)
     with pytest.raises(ValueError, match="all None"):
-        MNestedCross(4, None)
-    with pytest.raises(ValueError, match="num_levels"):
-        MNestedCross(num_levels=0)
+        MNestedCross(projection_dim=(4, None))
+    # A full-rank layer of several levels: one None per level.
+    assert MNestedCross(projection_dim=(None, None, None)).num_levels == 3
+    assert MNestedCross().num_levels == 1  # a plain FeatureCross
 
 
 # ------------------------------------------------------------- embedding
@@ -220,7 +226,7 @@ def embedding_inputs():
 
 
 def test_embedding_tokens_are_prefixes_and_match_numpy():
-    emb = MNestedFeatureEmbedding(FEATURES, 3, 6)
+    emb = MNestedFeatureEmbedding(FEATURES, output_dim=(3, 6))
     inputs = embedding_inputs()
     ts, tt = emb(inputs)
     assert ts.shape == (2, 4, 3) and tt.shape == (2, 4, 6)
@@ -242,11 +248,11 @@ def test_embedding_tokens_are_prefixes_and_match_numpy():
 
 def test_embedding_validates_features():
     with pytest.raises(ValueError, match="cardinality"):
-        MNestedFeatureEmbedding([{"name": "a", "kind": "categorical", "group": "user"}], 2, 4)
+        MNestedFeatureEmbedding([{"name": "a", "kind": "categorical", "group": "user"}], (2, 4))
     with pytest.raises(ValueError, match="kind must be one of"):
-        MNestedFeatureEmbedding([{"name": "a", "kind": "text", "group": "user"}], 2, 4)
+        MNestedFeatureEmbedding([{"name": "a", "kind": "text", "group": "user"}], (2, 4))
     with pytest.raises(ValueError, match="unique"):
-        MNestedFeatureEmbedding([FEATURES[1], FEATURES[1]], 2, 4)
+        MNestedFeatureEmbedding([FEATURES[1], FEATURES[1]], (2, 4))
 
 
 # --------------------------------------------------------- serialisation
@@ -279,26 +285,128 @@ def _roundtrip(layer, inputs, call, tmp_path):
 def test_layers_roundtrip_config_and_keras_file(tmp_path):
     x4, x8 = rand(2, 5, 4), rand(2, 5, 8)
     _roundtrip(
-        MNestedDense(3, 6, intermediate_units=(4,), activation="relu", share_weights=False),
+        MNestedDense(units=(3, 4, 6), activation="relu", share_weights=False),
         (x4[:, 0], x8[:, 0, :6], x8[:, 0]),
         lambda l, x: l(tuple(x)),
         tmp_path,
     )
     _roundtrip(
-        MNestedGAU(8, 16, student_shared_dim=4, ta_shared_dim=6),
+        MNestedGAU(units=(8, 16), shared_dim=(4, 6)),
         (x4, x8),
         lambda l, x: l(tuple(x)),
         tmp_path,
     )
     _roundtrip(
-        MNestedCross(2, 4, diag_scale=0.1),
+        MNestedCross(projection_dim=(2, 4), diag_scale=0.1),
         (x4[:, 0], x8[:, 0]),
         lambda l, x: l(tuple(x)),
         tmp_path,
     )
     _roundtrip(
-        MNestedFeatureEmbedding(FEATURES, 3, 6, share_weights=False),
+        MNestedFeatureEmbedding(FEATURES, output_dim=(3, 6), share_weights=False),
         embedding_inputs(),
         lambda l, x: l(x),
         tmp_path,
     )
+
+
+# --------------------------------------------- deprecated 0.1 keywords
+LEGACY = [
+    (
+        MNestedDense,
+        {"student_units": 3, "ta_units": 6, "intermediate_units": [4], "activation": "relu"},
+        {"units": [3, 4, 6], "activation": "relu"},
+    ),
+    (MNestedDense, {"student_units": 3}, {"units": [3]}),
+    (
+        MNestedGAU,
+        {"student_units": 8, "ta_units": 16, "student_shared_dim": 4, "ta_shared_dim": 6},
+        {"units": [8, 16], "shared_dim": [4, 6]},
+    ),
+    # 0.1 defaulted the Student's shared dim to 8.
+    (MNestedGAU, {"student_units": 8}, {"units": [8], "shared_dim": [8]}),
+    (
+        MNestedCross,
+        {"student_projection_dim": 2, "ta_projection_dim": 4, "diag_scale": 0.1},
+        {"projection_dim": [2, 4], "diag_scale": 0.1},
+    ),
+    # 0.1's MNestedCross() was two full-rank levels.
+    (MNestedCross, {"num_levels": 2}, {"projection_dim": [None, None]}),
+    (MNestedCross, {"num_levels": 1, "ta_projection_dim": 4}, {"projection_dim": [None]}),
+    (
+        MNestedFeatureEmbedding,
+        {"features": FEATURES, "student_dim": 3, "ta_dim": 6, "intermediate_dims": [4]},
+        {"features": FEATURES, "output_dim": [3, 4, 6]},
+    ),
+]
+
+
+@pytest.mark.parametrize("cls, old, new", LEGACY)
+def test_deprecated_keywords_warn_and_build_the_tuple_form(cls, old, new):
+    with pytest.warns(DeprecationWarning, match="deprecated") as record:
+        layer = cls(**old)
+    # The warning points at the caller, not at matta_rec.
+    assert record[0].filename == __file__
+    expected = cls(**new).get_config()
+    expected.pop("name")
+    config = layer.get_config()
+    config.pop("name")
+    assert config == expected
+    assert not any(key.startswith(("student_", "ta_", "intermediate_")) for key in config)
+
+
+def test_deprecated_keywords_reject_a_mix_with_the_tuple_form():
+    with pytest.raises(ValueError, match="not both"):
+        MNestedDense(units=(2, 4), ta_units=4)
+    with pytest.raises(ValueError, match="not both"):
+        MNestedGAU(units=(8, 16), shared_dim=16, student_shared_dim=4, ta_shared_dim=6)
+    with pytest.raises(ValueError, match="num_levels"):
+        MNestedCross(num_levels=0)
+    # The 0.1 positional form fails loudly instead of binding the TA width to
+    # the next argument (activation / diag_scale / group_embeddings).
+    with pytest.raises(TypeError):
+        MNestedDense(3, 6)
+    with pytest.raises(TypeError):
+        MNestedCross(2, 4)
+    with pytest.raises(TypeError):
+        MNestedFeatureEmbedding(FEATURES, 3, 6)
+
+
+def test_keras_file_saved_with_deprecated_keywords_loads(tmp_path):
+    """A .keras file whose layer configs use the 0.1 keywords loads, same outputs."""
+    import json
+    import zipfile
+
+    x4, x8 = rand(2, 4), rand(2, 8)
+    inputs = (keras.Input((4,)), keras.Input((8,)))
+    dense = MNestedDense(units=(3, 6), activation="relu", name="dense")
+    cross = MNestedCross(projection_dim=(2, 4), diag_scale=0.1, name="cross")
+    model = keras.Model(inputs, list(dense(cross(inputs))))
+    path = str(tmp_path / "new.keras")
+    model.save(path)
+
+    old_path = str(tmp_path / "old.keras")
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(old_path, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item.filename)
+            if item.filename == "config.json":
+                config = json.loads(data)
+                for layer in config["config"]["layers"]:
+                    inner = layer["config"]
+                    if layer["class_name"] == "MNestedDense":
+                        units = inner.pop("units")
+                        inner.update(student_units=units[0], ta_units=units[-1],
+                                     intermediate_units=units[1:-1])
+                    elif layer["class_name"] == "MNestedCross":
+                        dims = inner.pop("projection_dim")
+                        inner.update(student_projection_dim=dims[0], ta_projection_dim=dims[-1],
+                                     intermediate_projection_dims=dims[1:-1],
+                                     num_levels=len(dims))
+                data = json.dumps(config).encode()
+            dst.writestr(item, data)
+    with pytest.warns(DeprecationWarning):
+        loaded = keras.saving.load_model(old_path)
+    assert loaded.get_layer("dense").units == (3, 6)
+    assert loaded.get_layer("cross").get_config()["projection_dim"] == [2, 4]
+    for a, b in zip(model([x4, x8]), loaded([x4, x8])):
+        np.testing.assert_allclose(a, b, rtol=1e-6)

@@ -8,62 +8,116 @@ may be ``None`` for a level that skips the layer (its output is then ``None``).
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import warnings
+from typing import Any, Mapping, Sequence
 
 
-def level_widths(
-    student: int | None,
-    ta: int | None,
-    intermediate: Sequence[int | None] = (),
-    name: str = "units",
-    allow_none: bool = False,
-) -> tuple:
-    """Validate and return the per-level widths ``(student, *intermediate, ta)``.
+def per_level(value: Any, name: str, allow_none: bool = False) -> tuple:
+    """Validate a per-level size argument; return one entry per level.
 
-    Widths must be positive integers, non-decreasing from the Student to the
-    TA (an inner level reads a prefix of the next one).  ``ta=None`` without
-    intermediate levels means a single level (a plain, un-nested layer).
-    With ``allow_none`` every width may instead be ``None`` (all or none);
-    then the number of levels is ``2 + len(intermediate)``.
+    ``value`` is a single size (a one-level, plain layer) or a sequence of
+    one size per level ordered Student -> ... -> TA.  Sizes must be positive
+    integers, non-decreasing from the Student to the TA (an inner level reads
+    a prefix of the next).  With ``allow_none`` every entry may instead be
+    ``None`` (all or none; e.g. a full-rank cross layer).
+
+    Args:
+        value: int, ``None`` (with ``allow_none``) or a sequence of them.
+        name: the argument's name, for error messages.
+        allow_none: accept ``None`` entries (all of them or none).
+
+    Returns:
+        A tuple with one entry per level, Student first.
+
+    Example:
+
+    >>> per_level((16, 32), "units")
+    (16, 32)
+    >>> per_level(8, "units")
+    (8,)
     """
-    try:
-        intermediate = tuple(intermediate)
-    except TypeError:
-        raise ValueError(
-            f"`intermediate_{name}` must be a sequence of positive integers, "
-            f"received: {intermediate!r}"
-        ) from None
-    if ta is None and not intermediate and not allow_none:
-        widths = (student,)
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        widths = (value,)
+    elif isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        widths = ()
     else:
-        widths = (student, *intermediate, ta)
-    if allow_none and all(w is None for w in widths):
+        widths = tuple(value)
+    if allow_none and widths and all(w is None for w in widths):
         return widths
-    for w in widths:
-        if isinstance(w, bool) or not isinstance(w, int) or w <= 0:
-            expected = "positive integers" + (" (or all None)" if allow_none else "")
-            raise ValueError(
-                f"Level widths for `{name}` must be {expected}. Received: "
-                f"student={student!r}, intermediate={intermediate!r}, ta={ta!r}"
-            )
+    if not widths or any(isinstance(w, bool) or not isinstance(w, int) or w <= 0 for w in widths):
+        expected = "positive integers" + (" (or all None)" if allow_none else "")
+        raise ValueError(
+            f"`{name}` must be one size or a tuple of one size per level, ordered "
+            f"Student -> ... -> TA (e.g. `{name}=(16, 32)`); sizes must be {expected}. "
+            f"Received: {name}={value!r}"
+        )
     for small, large in zip(widths, widths[1:]):
         if small > large:
             raise ValueError(
-                f"Level widths for `{name}` must be non-decreasing from the "
-                f"Student to the TA (each level reads a prefix of the next). "
-                f"Received: {widths}"
+                f"`{name}` must be non-decreasing from the Student to the TA (each "
+                f"level reads a prefix of the next). Received: {name}={value!r}"
             )
     return widths
 
 
-def dense_widths(widths: Sequence[int]) -> dict:
-    """``MNestedDense`` keyword arguments for per-level output ``widths``."""
-    widths = tuple(widths)
-    return {
-        "student_units": widths[0],
-        "ta_units": widths[-1] if len(widths) > 1 else None,
-        "intermediate_units": widths[1:-1],
-    }
+def pop_deprecated(kwargs: dict, layer: str, old: Sequence[str], new: Mapping) -> dict:
+    """Pop the deprecated per-level keywords ``old`` from ``kwargs``.
+
+    matta_rec 0.1 took each per-level size as three keywords (``student_X``,
+    ``ta_X``, ``intermediate_Xs``).  They are accepted for one more release
+    with a ``DeprecationWarning``, so configs saved with them (and so
+    ``.keras`` files) still load.
+
+    Args:
+        kwargs: the layer's ``**kwargs``; the deprecated keys are removed.
+        layer: the layer's class name, for messages.
+        old: the deprecated keyword names.
+        new: ``{new argument name: value passed}``; a value other than
+            ``None`` together with a deprecated keyword is an error.
+
+    Returns:
+        ``{deprecated keyword: value}`` of those given (empty when none).
+    """
+    given = {key: kwargs.pop(key) for key in old if key in kwargs}
+    if not given:
+        return given
+    passed = [f"{key}={value!r}" for key, value in new.items() if value is not None]
+    if passed:
+        raise ValueError(
+            f"{layer} takes the per-level sizes either as one tuple each "
+            f"({', '.join(new)}) or through the deprecated keywords, not both. "
+            f"Received: {', '.join(passed)} and {', '.join(sorted(given))}"
+        )
+    example = ", ".join(f"{key}=(student, ..., ta)" for key in new)
+    warnings.warn(
+        f"{layer}({', '.join(f'{key}=...' for key in given)}) is deprecated and will be "
+        f"removed in the next release: pass one tuple per size, ordered Student -> ... "
+        f"-> TA: {layer}({example}). A model saved with the old keywords still loads; "
+        "save it again to write the new form.",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return given
+
+
+def legacy_widths(given: Mapping, old: Sequence[str], student_default: Any = None) -> Any:
+    """Per-level sizes from deprecated ``(student, ta, intermediate)`` keywords.
+
+    ``ta=None`` without intermediate levels was the one-level form.  Returns
+    the raw sizes; :func:`per_level` validates them.
+    """
+    student_key, ta_key, intermediate_key = old
+    student = given.get(student_key, student_default)
+    ta = given.get(ta_key)
+    intermediate = given.get(intermediate_key, ())
+    if isinstance(intermediate, (str, bytes)) or not isinstance(intermediate, Sequence):
+        raise ValueError(
+            f"`{intermediate_key}` must be a sequence of positive integers. "
+            f"Received: {intermediate!r}"
+        )
+    if ta is None and not intermediate:
+        return student
+    return (student, *intermediate, ta)
 
 
 def level_suffix(level: int, num_levels: int) -> str:

@@ -2,19 +2,48 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Mapping
 
 import keras
 from keras import ops
 
 from matta_rec.layers._nesting import (
-    dense_widths,
     input_widths,
-    level_widths,
+    per_level,
+    pop_deprecated,
     split_inputs,
     split_shapes,
 )
 from matta_rec.layers.nested_dense import MNestedDense
+
+
+_LEGACY_PROJECTION_DIM = (
+    "student_projection_dim",
+    "ta_projection_dim",
+    "intermediate_projection_dims",
+    "num_levels",
+)
+
+
+def _legacy_projection_dim(given: Mapping) -> tuple:
+    """Per-level projection dims from the 0.1 keywords (``num_levels`` included)."""
+    student = given.get("student_projection_dim")
+    intermediate = tuple(given.get("intermediate_projection_dims", ()))
+    num_levels = given.get("num_levels")
+    if num_levels is None:
+        num_levels = 2 + len(intermediate)
+    if isinstance(num_levels, bool) or not isinstance(num_levels, int) or num_levels < 1:
+        raise ValueError(f"`num_levels` must be a positive integer. Received: {num_levels!r}")
+    if num_levels == 1:
+        if intermediate:
+            raise ValueError("A one-level cross layer takes no intermediate projection dims.")
+        return (student,)
+    if num_levels != 2 + len(intermediate):
+        raise ValueError(
+            f"`num_levels`={num_levels} needs {num_levels - 2} intermediate "
+            f"projection dims. Received: {intermediate}"
+        )
+    return (student, *intermediate, given.get("ta_projection_dim"))
 
 
 @keras.saving.register_keras_serializable(package="matta_rec")
@@ -26,19 +55,22 @@ class MNestedCross(keras.layers.Layer):
     ``x_{l+1} = x0 * (W x_l + b + diag_scale * x_l) + x_l``
 
     with ``W = kernel[:D_i, :D_i]`` (full rank) or, when projection dims are
-    given, the low-rank ``W = U[:D_i, :r_i] V[:r_i, :D_i]``.  This is
+    given, the low-rank ``W = U[:D_i, :r_i] V[:r_i, :D_i]`` with
+    ``r_i = projection_dim[i]``.  This is
     ``keras_rs.layers.FeatureCross`` with every Dense replaced by an
     :class:`MNestedDense`; a flat Student vector that is a prefix of the TA's
     makes the Student cross layer the top-left slice of the TA's.
 
     Args:
-        student_projection_dim: low-rank width ``r`` of the Student, or
-            ``None`` for a full-rank kernel (then all levels must be ``None``).
-        ta_projection_dim: low-rank width of the TA, or ``None``.
-        intermediate_projection_dims: low-rank widths of intermediate levels.
-        num_levels: number of nested levels; defaults to
-            ``2 + len(intermediate_projection_dims)``.  ``1`` makes a plain
-            (un-nested) cross layer; ``ta_projection_dim`` is then ignored.
+        projection_dim: tuple with the low-rank width ``r`` of each level
+            ordered Student -> ... -> TA (positive ints, non-decreasing), or
+            ``None`` per level for full-rank kernels (all or none: e.g.
+            ``(None, None)`` for a two-level full-rank layer).  A single int
+            or ``None`` (default) makes a one-level layer: a plain
+            ``keras_rs.layers.FeatureCross``.  The keywords
+            ``student_projection_dim`` / ``ta_projection_dim`` /
+            ``intermediate_projection_dims`` / ``num_levels`` of matta_rec 0.1
+            are still accepted, with a ``DeprecationWarning``, for one release.
         diag_scale: non-negative float added to the kernel's diagonal.
         use_bias: bool, whether the projection has a bias.
         pre_activation: activation applied before the product with ``x0``.
@@ -61,18 +93,20 @@ class MNestedCross(keras.layers.Layer):
     Example:
 
     ```python
-    cross = MNestedCross(student_projection_dim=4, ta_projection_dim=8)
+    cross = MNestedCross(projection_dim=(4, 8))
     flat = np.random.randn(2, 24).astype("float32")
     y_s, y_ta = cross((flat[:, :12], flat))
     ```
     """
 
+    # Arguments after `projection_dim` are keyword-only while the 0.1
+    # positional form `MNestedCross(student_projection_dim, ta_projection_dim)`
+    # is being retired: it now fails loudly instead of binding the TA width to
+    # `diag_scale`.
     def __init__(
         self,
-        student_projection_dim: int | None = None,
-        ta_projection_dim: int | None = None,
-        intermediate_projection_dims: Sequence[int | None] = (),
-        num_levels: int | None = None,
+        projection_dim: Any = None,
+        *,
         diag_scale: float | None = 0.0,
         use_bias: bool = True,
         pre_activation: Any = None,
@@ -83,32 +117,13 @@ class MNestedCross(keras.layers.Layer):
         bias_regularizer: Any = None,
         **kwargs: Any,
     ) -> None:
+        legacy = pop_deprecated(
+            kwargs, "MNestedCross", _LEGACY_PROJECTION_DIM, {"projection_dim": projection_dim}
+        )
+        if legacy:
+            projection_dim = _legacy_projection_dim(legacy)
         super().__init__(**kwargs)
-        if num_levels is None:
-            num_levels = 2 + len(tuple(intermediate_projection_dims))
-        if isinstance(num_levels, bool) or not isinstance(num_levels, int) or num_levels < 1:
-            raise ValueError(f"`num_levels` must be a positive integer. Received: {num_levels!r}")
-        if num_levels == 1:
-            if tuple(intermediate_projection_dims):
-                raise ValueError("A one-level cross layer takes no intermediate projection dims.")
-            self.projection_dims = (
-                (None,)
-                if student_projection_dim is None
-                else level_widths(student_projection_dim, None, (), "projection_dim")
-            )
-        else:
-            if num_levels != 2 + len(tuple(intermediate_projection_dims)):
-                raise ValueError(
-                    f"`num_levels`={num_levels} needs {num_levels - 2} intermediate "
-                    f"projection dims. Received: {tuple(intermediate_projection_dims)}"
-                )
-            self.projection_dims = level_widths(
-                student_projection_dim,
-                ta_projection_dim,
-                intermediate_projection_dims,
-                "projection_dim",
-                allow_none=True,
-            )
+        self.projection_dim = per_level(projection_dim, "projection_dim", allow_none=True)
         if diag_scale is not None and (
             isinstance(diag_scale, bool)
             or not isinstance(diag_scale, (int, float))
@@ -120,10 +135,6 @@ class MNestedCross(keras.layers.Layer):
         for flag_name, flag in (("use_bias", use_bias), ("share_weights", share_weights)):
             if not isinstance(flag, bool):
                 raise ValueError(f"`{flag_name}` must be True or False. Received: {flag!r}")
-        self.student_projection_dim = student_projection_dim
-        self.ta_projection_dim = ta_projection_dim
-        self.intermediate_projection_dims = tuple(intermediate_projection_dims)
-        self.num_levels = num_levels
         self.diag_scale = diag_scale
         self.use_bias = use_bias
         self.pre_activation = keras.activations.get(pre_activation)
@@ -137,10 +148,7 @@ class MNestedCross(keras.layers.Layer):
         config = super().get_config()
         config.update(
             {
-                "student_projection_dim": self.student_projection_dim,
-                "ta_projection_dim": self.ta_projection_dim,
-                "intermediate_projection_dims": list(self.intermediate_projection_dims),
-                "num_levels": self.num_levels,
+                "projection_dim": list(self.projection_dim),
                 "diag_scale": self.diag_scale,
                 "use_bias": self.use_bias,
                 "pre_activation": keras.activations.serialize(self.pre_activation),
@@ -154,8 +162,12 @@ class MNestedCross(keras.layers.Layer):
         return config
 
     @property
+    def num_levels(self) -> int:
+        return len(self.projection_dim)
+
+    @property
     def low_rank(self) -> bool:
-        return self.projection_dims[0] is not None
+        return self.projection_dim[0] is not None
 
     def _initializer(self, init):
         return keras.initializers.get(keras.initializers.serialize(init))
@@ -171,7 +183,7 @@ class MNestedCross(keras.layers.Layer):
         )
         if self.low_rank:
             self.down_proj = MNestedDense(
-                **dense_widths(self.projection_dims),
+                units=self.projection_dim,
                 use_bias=False,
                 share_weights=self.share_weights,
                 kernel_initializer=self._initializer(self.kernel_initializer),
@@ -181,13 +193,13 @@ class MNestedCross(keras.layers.Layer):
             )
             self.down_proj.build(full)
             up_in = tuple(
-                None if s is None else s[:-1] + (r,) for s, r in zip(full, self.projection_dims)
+                None if s is None else s[:-1] + (r,) for s, r in zip(full, self.projection_dim)
             )
         else:
             self.down_proj = None
             up_in = full
         self.dense = MNestedDense(
-            **dense_widths(self.input_dims),
+            units=self.input_dims,
             activation=keras.activations.serialize(self.pre_activation),
             use_bias=self.use_bias,
             share_weights=self.share_weights,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
 import keras
 import tensorflow as tf
@@ -10,10 +10,12 @@ from keras import ops
 
 from matta_rec.layers._nesting import (
     input_widths,
+    legacy_widths,
     level_suffix,
     level_prefix,
-    level_widths,
+    per_level,
     per_level_store,
+    pop_deprecated,
     track_per_level,
     split_inputs,
     split_shapes,
@@ -38,34 +40,35 @@ def dense_matmul(x, kernel):
     return tf.reshape(flat, out_shape)
 
 
+_LEGACY_UNITS = ("student_units", "ta_units", "intermediate_units")
+
+
 @keras.saving.register_keras_serializable(package="matta_rec")
 class MNestedDense(keras.layers.Layer):
     """A Dense layer shared by nested models (Student ⊂ ... ⊂ TA).
 
-    The layer owns one TA kernel of shape ``(M_TA, ta_units)`` and one bias of
-    shape ``(ta_units,)``.  Level ``i`` (Student first, TA last) computes
+    The layer owns one TA kernel of shape ``(M_TA, units[-1])`` and one bias
+    of shape ``(units[-1],)``.  Level ``i`` (Student first, TA last) computes
 
     ``y_i = activation(x_i @ kernel[:M_i, :N_i] + bias[:N_i])``
 
-    where ``N_i`` is the level's number of units and ``M_i`` the width of its
-    input.  The Student's weights are the top-left slice of the TA's: the same
+    where ``N_i = units[i]`` and ``M_i`` is the width of the level's input.  The Student's weights are the top-left slice of the TA's: the same
     variables, not a copy, so a gradient of the Student loss updates the TA
     too (paper Section 3.2.1, Algorithm 2).  Any prefix ``kernel[:m, :n]`` is
     itself a valid Dense layer, which is what Mix'n'Match extraction uses.
 
     When the layer is called with a single tensor, every level reads it; the
     layer then runs a single matmul with the TA kernel and slices its output
-    (the Student's output is the first ``student_units`` columns of the TA's
+    (the Student's output is the first ``units[0]`` columns of the TA's
     pre-activation), so the Student costs nothing extra.
 
     Args:
-        student_units: positive int, output width of the Student (level 0).
-        ta_units: positive int, output width of the TA (last level),
-            ``>= student_units``.  ``None`` (default) makes a one-level layer:
-            a plain Dense of ``student_units``.
-        intermediate_units: sequence of ints, output widths of the levels
-            between Student and TA (e.g. ``(24,)`` for Student ⊂ Medium ⊂ TA).
-            Widths must be non-decreasing.  Defaults to ``()`` (two levels).
+        units: tuple of positive ints, the output width of each level ordered
+            Student -> ... -> TA, non-decreasing (e.g. ``(16, 32)``, or
+            ``(16, 24, 32)`` for Student ⊂ Medium ⊂ TA).  A single int makes a
+            one-level layer: a plain Dense.  The keywords ``student_units`` /
+            ``ta_units`` / ``intermediate_units`` of matta_rec 0.1 are still
+            accepted, with a ``DeprecationWarning``, for one release.
         activation: activation function, as in ``keras.layers.Dense``.
         use_bias: bool, whether the layer uses a bias vector.
         share_weights: bool.  ``True`` (default, MatTA) nests every level in
@@ -93,17 +96,19 @@ class MNestedDense(keras.layers.Layer):
     Example:
 
     ```python
-    layer = MNestedDense(student_units=4, ta_units=8, activation="relu")
-    y_s, y_ta = layer(np.ones((2, 6)))            # both read the same input
-    z_s, z_ta = MNestedDense(2, 4)((y_s, y_ta))    # kernel (8, 4), Student [:4, :2]
+    layer = MNestedDense(units=(4, 8), activation="relu")
+    y_s, y_ta = layer(np.ones((2, 6)))                  # both read the same input
+    z_s, z_ta = MNestedDense(units=(2, 4))((y_s, y_ta))  # kernel (8, 4), Student [:4, :2]
     ```
     """
 
+    # Arguments after `units` are keyword-only while the 0.1 positional form
+    # `MNestedDense(student_units, ta_units)` is being retired: it now fails
+    # loudly instead of binding the TA width to `activation`.
     def __init__(
         self,
-        student_units: int,
-        ta_units: int | None = None,
-        intermediate_units: Sequence[int] = (),
+        units: Any = None,
+        *,
         activation: Any = None,
         use_bias: bool = True,
         share_weights: bool = True,
@@ -116,17 +121,17 @@ class MNestedDense(keras.layers.Layer):
         bias_constraint: Any = None,
         **kwargs: Any,
     ) -> None:
+        legacy = pop_deprecated(kwargs, "MNestedDense", _LEGACY_UNITS, {"units": units})
+        if legacy:
+            units = legacy_widths(legacy, _LEGACY_UNITS)
         super().__init__(activity_regularizer=activity_regularizer, **kwargs)
-        self.units = level_widths(student_units, ta_units, intermediate_units, "units")
+        self.units = per_level(units, "units")
         if not isinstance(use_bias, bool):
             raise ValueError(f"`use_bias` must be True or False. Received: {use_bias!r}")
         if not isinstance(share_weights, bool):
             raise ValueError(
                 f"`share_weights` must be True or False. Received: {share_weights!r}"
             )
-        self.student_units = student_units
-        self.ta_units = ta_units
-        self.intermediate_units = tuple(intermediate_units)
         self.activation = keras.activations.get(activation)
         self.use_bias = use_bias
         self.share_weights = share_weights
@@ -142,9 +147,7 @@ class MNestedDense(keras.layers.Layer):
         config = super().get_config()
         config.update(
             {
-                "student_units": self.student_units,
-                "ta_units": self.ta_units,
-                "intermediate_units": list(self.intermediate_units),
+                "units": list(self.units),
                 "activation": keras.activations.serialize(self.activation),
                 "use_bias": self.use_bias,
                 "share_weights": self.share_weights,
@@ -201,12 +204,12 @@ class MNestedDense(keras.layers.Layer):
 
     @property
     def kernel(self):
-        """The TA kernel ``(M_TA, ta_units)``."""
+        """The TA kernel ``(M_TA, units[-1])``."""
         return self._kernels[self.num_levels - 1]
 
     @property
     def bias(self):
-        """The TA bias ``(ta_units,)`` (``None`` without bias)."""
+        """The TA bias ``(units[-1],)`` (``None`` without bias)."""
         return self._biases[self.num_levels - 1] if self.use_bias else None
 
     def level_kernel(self, level: int, input_dim: int | None = None):

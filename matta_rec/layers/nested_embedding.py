@@ -9,9 +9,11 @@ import keras
 from keras import ops
 
 from matta_rec.layers._nesting import (
+    legacy_widths,
     level_suffix,
-    level_widths,
+    per_level,
     per_level_store,
+    pop_deprecated,
     track_per_level,
 )
 
@@ -20,12 +22,15 @@ GROUPS = ("user", "context", "item")
 _NAME_RE = re.compile(r"^[^/]+$")
 
 
+_LEGACY_DIM = ("student_dim", "ta_dim", "intermediate_dims")
+
+
 @keras.saving.register_keras_serializable(package="matta_rec")
 class MNestedFeatureEmbedding(keras.layers.Layer):
     """Embeds preprocessed features into one token per feature, d_model-nested.
 
-    Every embedding has the TA width ``d_TA``; level ``i`` reads its first
-    ``d_i`` columns (paper Section 3.2.3, d_model M-nesting).  Tokens follow
+    Every embedding has the TA width ``d_TA = output_dim[-1]``; level ``i``
+    reads its first ``d_i = output_dim[i]`` columns (paper Section 3.2.3, d_model M-nesting).  Tokens follow
     the order of ``features``:
 
     * ``categorical`` (int ids ``[B]``): row of a ``(cardinality, d)`` table.
@@ -41,10 +46,12 @@ class MNestedFeatureEmbedding(keras.layers.Layer):
     Args:
         features: sequence of dicts ``{"name", "kind", "group"}`` plus
             ``"cardinality"`` (categorical kinds) or ``"dim"`` (dense).
-        student_dim: positive int, the Student's ``d_model``.
-        ta_dim: positive int, the TA's ``d_model`` (``>= student_dim``);
-            ``None`` (default) for one level.
-        intermediate_dims: ``d_model`` of intermediate levels.
+        output_dim: tuple of positive ints, the token width ``d_model`` of
+            each level ordered Student -> ... -> TA, non-decreasing (as
+            ``keras.layers.Embedding(output_dim=...)`` per level).  A single
+            int makes a one-level layer.  The keywords ``student_dim`` /
+            ``ta_dim`` / ``intermediate_dims`` of matta_rec 0.1 are still
+            accepted, with a ``DeprecationWarning``, for one release.
         group_embeddings: bool, add a learnt vector per feature group.
         share_weights: bool, ``False`` gives every level its own tables.
         embeddings_initializer: initializer of tables, numeric scales and
@@ -65,26 +72,33 @@ class MNestedFeatureEmbedding(keras.layers.Layer):
     emb = MNestedFeatureEmbedding(
         [{"name": "user_id", "kind": "categorical", "group": "user", "cardinality": 101},
          {"name": "age", "kind": "numeric", "group": "user"}],
-        student_dim=4, ta_dim=8)
+        output_dim=(4, 8))
     t_s, t_ta = emb({"user_id": np.array([3, 0]), "age": np.array([0.5, -1.0])})
     # t_s == t_ta[..., :4]
     ```
     """
 
+    # Arguments after `output_dim` are keyword-only while the 0.1 positional
+    # form `MNestedFeatureEmbedding(features, student_dim, ta_dim)` is being
+    # retired.
     def __init__(
         self,
         features: Sequence[Mapping[str, Any]],
-        student_dim: int,
-        ta_dim: int | None = None,
-        intermediate_dims: Sequence[int] = (),
+        output_dim: Any = None,
+        *,
         group_embeddings: bool = True,
         share_weights: bool = True,
         embeddings_initializer: Any = "uniform",
         embeddings_regularizer: Any = None,
         **kwargs: Any,
     ) -> None:
+        legacy = pop_deprecated(
+            kwargs, "MNestedFeatureEmbedding", _LEGACY_DIM, {"output_dim": output_dim}
+        )
+        if legacy:
+            output_dim = legacy_widths(legacy, _LEGACY_DIM)
         super().__init__(**kwargs)
-        self.dims = level_widths(student_dim, ta_dim, intermediate_dims, "dim")
+        self.output_dim = per_level(output_dim, "output_dim")
         self.features = [self._check_feature(i, f) for i, f in enumerate(features)]
         if not self.features:
             raise ValueError("`features` must list at least one feature.")
@@ -97,9 +111,6 @@ class MNestedFeatureEmbedding(keras.layers.Layer):
         ):
             if not isinstance(flag, bool):
                 raise ValueError(f"`{flag_name}` must be True or False. Received: {flag!r}")
-        self.student_dim = student_dim
-        self.ta_dim = ta_dim
-        self.intermediate_dims = tuple(intermediate_dims)
         self.group_embeddings = group_embeddings
         self.share_weights = share_weights
         self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
@@ -136,9 +147,7 @@ class MNestedFeatureEmbedding(keras.layers.Layer):
         config.update(
             {
                 "features": [dict(f) for f in self.features],
-                "student_dim": self.student_dim,
-                "ta_dim": self.ta_dim,
-                "intermediate_dims": list(self.intermediate_dims),
+                "output_dim": list(self.output_dim),
                 "group_embeddings": self.group_embeddings,
                 "share_weights": self.share_weights,
                 "embeddings_initializer": keras.initializers.serialize(
@@ -153,14 +162,14 @@ class MNestedFeatureEmbedding(keras.layers.Layer):
 
     @property
     def num_levels(self) -> int:
-        return len(self.dims)
+        return len(self.output_dim)
 
     def build(self, input_shape: Any = None) -> None:
         levels = [self.num_levels - 1] if self.share_weights else range(self.num_levels)
         # self._params[level][feature name] -> list of variables
         per_level_store(self, "_params", "_group_vectors")
         for level in levels:
-            d = self.dims[level]
+            d = self.output_dim[level]
             suffix = level_suffix(level, self.num_levels)
             params = {}
             for f in self.features:
@@ -238,8 +247,10 @@ class MNestedFeatureEmbedding(keras.layers.Layer):
     def call(self, inputs: Mapping[str, Any]) -> tuple:
         if self.share_weights:
             full = self._tokens(inputs, self.num_levels - 1)
-            return tuple(full if d == self.dims[-1] else full[..., :d] for d in self.dims)
+            return tuple(
+                full if d == self.output_dim[-1] else full[..., :d] for d in self.output_dim
+            )
         return tuple(self._tokens(inputs, level) for level in range(self.num_levels))
 
     def compute_output_shape(self, input_shape: Any) -> tuple:
-        return tuple((None, len(self.features), d) for d in self.dims)
+        return tuple((None, len(self.features), d) for d in self.output_dim)

@@ -9,17 +9,22 @@ import tensorflow as tf
 from keras import ops
 
 from matta_rec.layers._nesting import (
-    dense_widths,
     input_widths,
+    legacy_widths,
     level_suffix,
     level_prefix,
-    level_widths,
+    per_level,
     per_level_store,
+    pop_deprecated,
     track_per_level,
     split_inputs,
     split_shapes,
 )
 from matta_rec.layers.nested_dense import MNestedDense
+
+
+_LEGACY_UNITS = ("student_units", "ta_units", "intermediate_units")
+_LEGACY_SHARED_DIM = ("student_shared_dim", "ta_shared_dim", "intermediate_shared_dims")
 
 
 @keras.saving.register_keras_serializable(package="matta_rec")
@@ -39,22 +44,22 @@ class MNestedGAU(keras.layers.Layer):
     out = x_i + (u * (A v)) @ W_o[:e_i, :d_i]
     ```
 
-    ``e_i`` is the level's expanded (hidden) width and ``s_i`` its shared
-    (query/key) dimension; every projection is an :class:`MNestedDense`, so the
+    ``e_i = units[i]`` is the level's expanded (hidden) width and
+    ``s_i = shared_dim[i]`` its shared (query/key) dimension; every projection is an :class:`MNestedDense`, so the
     Student GAU is the top-left slice of the TA GAU (paper Figure 3).  The RMS
     norm has no learnt scale: the U / V / Z projections that follow absorb it.
     ``T`` is the number of tokens (the GAU paper's ``1/n`` scaling).
 
     Args:
-        student_units: positive int, expanded width ``e`` of the Student
-            (typically ``expansion_factor * d_model``).
-        ta_units: positive int, expanded width of the TA; ``None`` (default)
-            for a one-level (plain) GAU.
-        intermediate_units: expanded widths of intermediate levels.
-        student_shared_dim: positive int, query/key width ``s`` of the Student.
-        ta_shared_dim: positive int, query/key width of the TA (``None``
-            with a one-level GAU).
-        intermediate_shared_dims: query/key widths of intermediate levels.
+        units: tuple of positive ints, the expanded width ``e`` of each level
+            (typically ``expansion_factor * d_model``) ordered Student -> ...
+            -> TA, non-decreasing.  A single int makes a one-level (plain) GAU.
+        shared_dim: tuple of positive ints, the query/key width ``s`` of each
+            level, one per entry of ``units``, non-decreasing.  The keywords
+            ``student_units`` / ``ta_units`` / ``intermediate_units`` /
+            ``student_shared_dim`` / ``ta_shared_dim`` /
+            ``intermediate_shared_dims`` of matta_rec 0.1 are still accepted,
+            with a ``DeprecationWarning``, for one release.
         activation: activation of the U, V and Z projections
             (default ``"swish"`` as in the GAU paper).
         use_norm: bool, pre-normalise the tokens with a (parameter-free) RMS
@@ -75,21 +80,19 @@ class MNestedGAU(keras.layers.Layer):
     Example:
 
     ```python
-    gau = MNestedGAU(student_units=16, ta_units=32,
-                     student_shared_dim=8, ta_shared_dim=16)
+    gau = MNestedGAU(units=(16, 32), shared_dim=(8, 16))
     tokens = np.random.randn(4, 10, 16).astype("float32")
     y_s, y_ta = gau((tokens[..., :8], tokens))   # d_model 8 inside 16
     ```
     """
 
+    # Arguments after `shared_dim` are keyword-only while the 0.1 positional
+    # form `MNestedGAU(student_units, ta_units, ...)` is being retired.
     def __init__(
         self,
-        student_units: int,
-        ta_units: int | None = None,
-        intermediate_units: Sequence[int] = (),
-        student_shared_dim: int = 8,
-        ta_shared_dim: int | None = None,
-        intermediate_shared_dims: Sequence[int] = (),
+        units: Any = None,
+        shared_dim: Any = None,
+        *,
         activation: Any = "swish",
         use_norm: bool = True,
         share_weights: bool = True,
@@ -97,30 +100,27 @@ class MNestedGAU(keras.layers.Layer):
         kernel_regularizer: Any = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
-        self.units = level_widths(student_units, ta_units, intermediate_units, "units")
-        if ta_units is None and ta_shared_dim is not None:
-            raise ValueError("`ta_shared_dim` needs `ta_units` (a one-level GAU has neither).")
-        if ta_units is not None and ta_shared_dim is None:
-            raise ValueError("A nested GAU needs `ta_shared_dim` along with `ta_units`.")
-        self.shared_dims = level_widths(
-            student_shared_dim, ta_shared_dim, intermediate_shared_dims, "shared_dim"
+        legacy = pop_deprecated(
+            kwargs,
+            "MNestedGAU",
+            _LEGACY_UNITS + _LEGACY_SHARED_DIM,
+            {"units": units, "shared_dim": shared_dim},
         )
-        if len(self.shared_dims) != len(self.units):
+        if legacy:
+            units = legacy_widths(legacy, _LEGACY_UNITS)
+            # 0.1 defaulted the Student's shared dim to 8.
+            shared_dim = legacy_widths(legacy, _LEGACY_SHARED_DIM, student_default=8)
+        super().__init__(**kwargs)
+        self.units = per_level(units, "units")
+        self.shared_dim = per_level(shared_dim, "shared_dim")
+        if len(self.shared_dim) != len(self.units):
             raise ValueError(
-                "`intermediate_shared_dims` must have one entry per intermediate level "
-                f"(as `intermediate_units`). Received {len(intermediate_shared_dims)} "
-                f"shared dims for {len(intermediate_units)} intermediate levels."
+                "`shared_dim` needs one entry per level, as `units`. Received: "
+                f"units={units!r} ({len(self.units)} levels), shared_dim={shared_dim!r}"
             )
         for flag_name, flag in (("use_norm", use_norm), ("share_weights", share_weights)):
             if not isinstance(flag, bool):
                 raise ValueError(f"`{flag_name}` must be True or False. Received: {flag!r}")
-        self.student_units = student_units
-        self.ta_units = ta_units
-        self.intermediate_units = tuple(intermediate_units)
-        self.student_shared_dim = student_shared_dim
-        self.ta_shared_dim = ta_shared_dim
-        self.intermediate_shared_dims = tuple(intermediate_shared_dims)
         self.activation = keras.activations.get(activation)
         self.use_norm = use_norm
         self.share_weights = share_weights
@@ -131,12 +131,8 @@ class MNestedGAU(keras.layers.Layer):
         config = super().get_config()
         config.update(
             {
-                "student_units": self.student_units,
-                "ta_units": self.ta_units,
-                "intermediate_units": list(self.intermediate_units),
-                "student_shared_dim": self.student_shared_dim,
-                "ta_shared_dim": self.ta_shared_dim,
-                "intermediate_shared_dims": list(self.intermediate_shared_dims),
+                "units": list(self.units),
+                "shared_dim": list(self.shared_dim),
                 "activation": keras.activations.serialize(self.activation),
                 "use_norm": self.use_norm,
                 "share_weights": self.share_weights,
@@ -152,7 +148,7 @@ class MNestedGAU(keras.layers.Layer):
 
     def _dense(self, units: Sequence[int], name: str, activation: Any) -> MNestedDense:
         return MNestedDense(
-            **dense_widths(units),
+            units=tuple(units),
             activation=activation,
             share_weights=self.share_weights,
             kernel_initializer=keras.initializers.get(
@@ -176,7 +172,7 @@ class MNestedGAU(keras.layers.Layer):
         act = keras.activations.serialize(self.activation)
         self.u_proj = self._dense(self.units, "u", act)
         self.v_proj = self._dense(self.units, "v", act)
-        self.z_proj = self._dense(self.shared_dims, "z", act)
+        self.z_proj = self._dense(self.shared_dim, "z", act)
         self.o_proj = self._dense(self.model_dims, "o", None)
         for proj in (self.u_proj, self.v_proj, self.z_proj):
             proj.build(tuple(full_shapes))
@@ -192,7 +188,7 @@ class MNestedGAU(keras.layers.Layer):
             suffix = level_suffix(level, self.num_levels)
             self._gammas[level] = self.add_weight(
                 name="gamma" + suffix,
-                shape=(2, self.shared_dims[level]),
+                shape=(2, self.shared_dim[level]),
                 # Like a LayerNorm scale (1) plus noise to tell Q from K: with
                 # q = k ~ z the diagonal scores start positive, so the
                 # squared-ReLU attention is not dead at initialisation.
@@ -200,7 +196,7 @@ class MNestedGAU(keras.layers.Layer):
                 regularizer=self.kernel_regularizer,
             )
             self._betas[level] = self.add_weight(
-                name="beta" + suffix, shape=(2, self.shared_dims[level]), initializer="zeros"
+                name="beta" + suffix, shape=(2, self.shared_dim[level]), initializer="zeros"
             )
         track_per_level(self, "_gammas", "_betas")
         self.built = True
@@ -217,7 +213,7 @@ class MNestedGAU(keras.layers.Layer):
 
     def level_scale_offset(self, level: int, width: int | None = None):
         """``(gamma, beta)`` of shape ``(2, s)`` that level ``level`` uses."""
-        width = self.shared_dims[level] if width is None else width
+        width = self.shared_dim[level] if width is None else width
         return (
             level_prefix(self._gammas, level, width, self.share_weights, self.num_levels),
             level_prefix(self._betas, level, width, self.share_weights, self.num_levels),

@@ -9,7 +9,6 @@ from keras import ops
 
 from matta_rec.data.schema import Schema, load_schema
 from matta_rec.features import FeaturePreprocessor, FeatureStats
-from matta_rec.layers._nesting import dense_widths
 from matta_rec.layers import MNestedCross, MNestedDense, MNestedFeatureEmbedding, MNestedGAU
 from matta_rec.models.config import ModelConfig
 
@@ -64,17 +63,12 @@ class RelevanceNetwork(keras.Model):
         if len(d_model) != n:
             raise ValueError(f"architecture d_model needs {n} values, got {d_model}")
 
-        def nested(widths):
-            return dense_widths(widths)
-
         self.preprocessor = FeaturePreprocessor(self.schema, self.stats, name="preprocessor")
         features = feature_descriptions(self.schema, self.preprocessor)
         num_tokens = len(features)
         self.embedding = MNestedFeatureEmbedding(
             features,
-            student_dim=d_model[0],
-            ta_dim=d_model[-1] if n > 1 else None,
-            intermediate_dims=d_model[1:-1],
+            output_dim=d_model,
             group_embeddings=bool(options["group_embeddings"]),
             share_weights=share,
             name="embedding",
@@ -87,13 +81,9 @@ class RelevanceNetwork(keras.Model):
             # Without sharing, levels that skip a block own none of its weights.
             runs = [share or level >= block["min_level"] for level in range(n)]
             if kind == "gau":
-                u = nested(block["units"])
-                s = list(block["shared_dims"])
                 layer = MNestedGAU(
-                    **u,
-                    student_shared_dim=s[0],
-                    ta_shared_dim=s[-1] if n > 1 else None,
-                    intermediate_shared_dims=tuple(s[1:-1]),
+                    units=tuple(block["units"]),
+                    shared_dim=tuple(block["shared_dims"]),
                     activation=options["gau_activation"],
                     use_norm=bool(options["gau_norm"]),
                     share_weights=share,
@@ -103,12 +93,8 @@ class RelevanceNetwork(keras.Model):
                     tuple((None, num_tokens, d) if r else None for d, r in zip(d_model, runs))
                 )
             elif kind == "cross":
-                p = list(block["projection_dims"])
                 layer = MNestedCross(
-                    student_projection_dim=p[0],
-                    ta_projection_dim=p[-1],
-                    intermediate_projection_dims=tuple(p[1:-1]),
-                    num_levels=n,
+                    projection_dim=tuple(block["projection_dims"]),
                     diag_scale=float(options["cross_diag_scale"]),
                     share_weights=share,
                     name=f"cross_{source}",
@@ -116,7 +102,7 @@ class RelevanceNetwork(keras.Model):
                 layer.build(tuple((None, w) if r else None for w, r in zip(widths, runs)))
             elif kind == "mlp":
                 layer = MNestedDense(
-                    **nested(block["units"]),
+                    units=tuple(block["units"]),
                     activation=options["mlp_activation"],
                     share_weights=share,
                     name=f"mlp_{source}",
@@ -126,7 +112,7 @@ class RelevanceNetwork(keras.Model):
             else:
                 raise ValueError(f"unknown block kind {kind!r} in architecture")
             self.blocks.append(layer)
-        self.head = MNestedDense(**nested([1] * n), share_weights=share, name="head")
+        self.head = MNestedDense(units=(1,) * n, share_weights=share, name="head")
         self.head.build(tuple((None, w) for w in widths))
         self.built = True
 
