@@ -37,7 +37,7 @@ __all__ = ["read_shard", "read_parquet", "read_csv", "read_tfrecord", "UNREADABL
 
 UNREADABLE_FIX = (
     "re-write the shard (it is empty, truncated or corrupt), or pass "
-    "skip_bad_shards=True to quarantine it and continue"
+    "--set data.skip_bad_shards=true to quarantine it and continue"
 )
 
 

@@ -309,7 +309,8 @@ def validate_table(
         raise DataError(
             "the shard has no rows",
             file=path,
-            fix="do not publish empty shards (or pass skip_bad_shards=True to quarantine them)",
+            fix="do not publish empty shards, or pass --set data.skip_bad_shards=true to "
+            "quarantine them",
         )
     features: dict[str, Any] = {}
     for spec in schema.features:
