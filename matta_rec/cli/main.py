@@ -1,9 +1,20 @@
 """Entry point of the ``matta-rec`` command.
 
 Each sub-command lives in its own module ``matta_rec.cli.<name>`` that
-defines ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``.
-Modules are imported only when their command runs, so ``matta-rec --help``
-and ``matta-rec generate`` do not pay for importing TensorFlow.
+defines ``HELP`` (one line, shown by ``matta-rec --help``),
+``add_arguments(parser)`` and ``run(args) -> int``.  The modules import
+TensorFlow (and everything else heavy) only inside ``run`` and
+``add_arguments``, so ``matta-rec --help`` imports every module for its
+``HELP`` and stays fast, and only the chosen command's options are declared.
+
+Without ``--verbose`` TensorFlow's C++ start-up logging is kept off stderr
+(:mod:`matta_rec.cli._quiet`).
+
+Example::
+
+    matta-rec --help
+    matta-rec train --help
+    matta-rec --verbose train --data logs --schema logs/schema.yaml --out runs/a
 """
 
 from __future__ import annotations
@@ -12,6 +23,8 @@ import argparse
 import importlib
 import sys
 
+from matta_rec.cli import _quiet
+from matta_rec.cli._hints import for_command
 from matta_rec.errors import MattaError
 
 # name -> module; order is the order shown by --help.
@@ -25,35 +38,66 @@ COMMANDS = {
     "demo": "matta_rec.cli.demo",
 }
 
-_HELP = {
-    "generate": "write synthetic time-ordered log shards and schema.yaml",
-    "inspect-data": "summarise and validate a directory of log shards",
-    "train": "train a MatTA (Student inside a Teaching Assistant) model on a log stream",
-    "export": "export Student sizes as TF Serving SavedModels",
-    "evaluate": "AUROC / AucLoss of models against a production baseline",
-    "ablate": "run the paper's ablation grid (optimizer x MatTA) over seeds",
-    "demo": "train -> export -> evaluate on sample_data/ end to end",
-}
+_VERBOSE_HELP = "show TensorFlow's C++ logging (hidden by default)"
 
 
 def build_parser(load: str | None = None) -> argparse.ArgumentParser:
+    """The ``matta-rec`` parser; only the ``load`` command's options are declared.
+
+    Args:
+        load: the command whose ``add_arguments`` runs (``None``: none).
+
+    Returns:
+        The parser; the loaded command's sub-parser sets ``_run``.
+
+    Example:
+        >>> build_parser().parse_args(["--verbose"]).verbose
+        True
+    """
     parser = argparse.ArgumentParser(
         prog="matta-rec",
         description="MatTA training, Mix'n'Match extraction, TF Serving export and "
         "evaluation for ranking models.",
     )
+    parser.add_argument("--verbose", action="store_true", help=_VERBOSE_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module_name in COMMANDS.items():
-        p = sub.add_parser(name, help=_HELP[name], description=_HELP[name])
+        module = importlib.import_module(module_name)
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        # Also accepted after the command; SUPPRESS keeps the global value otherwise.
+        p.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
+                       help=_VERBOSE_HELP)
         if name == load:
-            module = importlib.import_module(module_name)
             module.add_arguments(p)
             p.set_defaults(_run=module.run)
     return parser
 
 
+def _wants_verbose(argv: list[str]) -> bool:
+    # Decided before any parser is built: add_arguments may import TensorFlow.
+    # No abbreviations: ``--ver`` is export's --version, not --verbose.
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pre.add_argument("--verbose", action="store_true")
+    known, _ = pre.parse_known_args(argv)
+    return known.verbose
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run ``matta-rec``; returns the exit status (2 for a usage or input error).
+
+    Args:
+        argv: the arguments after ``matta-rec`` (default ``sys.argv[1:]``).
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
+    if not _wants_verbose(argv):
+        _quiet.quiet_tensorflow()
+    try:
+        return _main(argv)
+    finally:
+        _quiet.stop_quieting()
+
+
+def _main(argv: list[str]) -> int:
     command = next((a for a in argv if not a.startswith("-")), None)
     if command not in COMMANDS:
         command = None
@@ -65,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except MattaError as exc:
-        print(f"matta-rec {command}: error: {exc}", file=sys.stderr)
+        print(f"matta-rec {command}: error: {for_command(str(exc), command)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"matta-rec {command}: interrupted", file=sys.stderr)
