@@ -122,6 +122,68 @@ class _Counts:
         }
 
 
+class _FeatureSummary:
+    """Running statistics of every schema feature over the valid shards.
+
+    Args:
+        schema: the :class:`~matta_rec.data.schema.Schema` of the shards.
+    """
+
+    def __init__(self, schema):
+        self.schema = schema
+        self.stats: dict[str, dict[str, Any]] = {}
+        for spec in schema.features:
+            if spec.kind == "categorical":
+                self.stats[spec.name] = {"values": _Counts()}
+            elif spec.kind == "multi_categorical":
+                self.stats[spec.name] = {"tokens": _Counts(), "per_row": _Moments(), "empty": 0}
+            elif spec.kind == "numeric":
+                self.stats[spec.name] = {"values": _Moments()}
+            else:
+                self.stats[spec.name] = {"values": _Moments(), "norm": _Moments()}
+
+    def add(self, features: dict) -> None:
+        """Add one valid shard's feature columns (``ShardColumns.features``)."""
+        import pandas as pd
+
+        for spec in self.schema.features:
+            values = features[spec.name]
+            s = self.stats[spec.name]
+            if spec.kind in ("categorical", "numeric"):
+                s["values"].add(values)
+            elif spec.kind == "multi_categorical":
+                series = pd.Series(values, dtype=object)
+                empty = series == ""
+                s["empty"] += int(empty.sum())
+                tokens = series[~empty].str.split(spec.separator, regex=False)
+                s["per_row"].add(np.where(empty, 0, series.str.count(_escape(spec.separator)) + 1))
+                s["tokens"].add(tokens.explode().reset_index(drop=True).astype(object))
+            else:
+                s["values"].add(values)
+                s["norm"].add(np.linalg.norm(values, axis=1))
+
+    def to_dict(self, top: int) -> dict:
+        """Per feature: kind, group and its statistics (JSON-safe)."""
+        features = {}
+        for spec in self.schema.features:
+            s = self.stats[spec.name]
+            out: dict[str, Any] = {"kind": spec.kind, "group": spec.group}
+            if spec.kind == "categorical":
+                out.update(s["values"].to_dict(top))
+            elif spec.kind == "multi_categorical":
+                out.update(s["tokens"].to_dict(top))
+                out["tokens_per_row"] = s["per_row"].to_dict()
+                out["empty_rows"] = s["empty"]
+            elif spec.kind == "numeric":
+                out.update(s["values"].to_dict())
+            else:
+                out["dim"] = spec.dim
+                out.update(s["values"].to_dict())
+                out["l2_norm"] = s["norm"].to_dict()
+            features[spec.name] = out
+        return features
+
+
 def summarize(data: Any, schema: Any, *, top: int = 3) -> dict:
     """Validate every shard and collect statistics.
 
@@ -134,20 +196,17 @@ def summarize(data: Any, schema: Any, *, top: int = 3) -> dict:
     Returns:
         A JSON-safe dict with ``shards`` (per shard: path, format, rows,
         label means, error), ``totals``, ``labels`` and ``features``.
+        Errors carry their fix in ``matta-rec inspect-data`` terms
+        (:func:`matta_rec.cli._hints.for_command`).
 
     Example:
         >>> summary = summarize("sample_data", "sample_data/schema.yaml")  # doctest: +SKIP
         >>> summary["totals"]["invalid_shards"]  # doctest: +SKIP
         0
     """
-    import pandas as pd
-
-    from matta_rec.errors import DataError
-    from matta_rec.data.formats import read_shard
     from matta_rec.data.reader import LogStream
     from matta_rec.data.schema import load_schema
-    from matta_rec.data.validation import validate_table
-    from matta_rec.data.writers import format_of
+    from matta_rec.errors import DataError
 
     schema = load_schema(schema)
     stream = LogStream(data, schema, batch_size=1)
@@ -159,92 +218,63 @@ def summarize(data: Any, schema: Any, *, top: int = 3) -> dict:
             fix="check --data; names starting with '.' or '_' are ignored",
         )
     label_stats = {key: _Moments() for key in stream.label_keys}
-    stats: dict[str, Any] = {}
-    for spec in schema.features:
-        if spec.kind == "categorical":
-            stats[spec.name] = {"values": _Counts()}
-        elif spec.kind == "multi_categorical":
-            stats[spec.name] = {"tokens": _Counts(), "per_row": _Moments(), "empty": 0}
-        elif spec.kind == "numeric":
-            stats[spec.name] = {"values": _Moments()}
-        else:
-            stats[spec.name] = {"values": _Moments(), "norm": _Moments()}
-    rows_per_shard = []
-    total_rows = 0
+    features = _FeatureSummary(schema)
+    entries = []
     for rel in shards:
-        path = os.path.join(stream.root, rel)
-        entry: dict[str, Any] = {"shard": rel, "format": format_of(rel), "rows": None}
-        table = None
-        try:
-            table = read_shard(path, schema)
-            cols = validate_table(table, schema, path)
-        except DataError as exc:
-            entry["error"] = str(exc)
-            if table is not None:
-                entry["rows"] = table.num_rows
-            rows_per_shard.append(entry)
+        entry, cols = _check_shard(stream.root, rel, schema)
+        entries.append(entry)
+        if cols is None:
             continue
-        entry["rows"] = cols.num_rows
-        total_rows += cols.num_rows
         for key, values in cols.labels.items():
             entry[f"{key}_mean"] = float(values.mean())
             label_stats[key].add(values)
-        for spec in schema.features:
-            values = cols.features[spec.name]
-            s = stats[spec.name]
-            if spec.kind == "categorical":
-                s["values"].add(values)
-            elif spec.kind == "multi_categorical":
-                series = pd.Series(values, dtype=object)
-                empty = series == ""
-                s["empty"] += int(empty.sum())
-                tokens = series[~empty].str.split(spec.separator, regex=False)
-                s["per_row"].add(np.where(empty, 0, series.str.count(_escape(spec.separator)) + 1))
-                s["tokens"].add(tokens.explode().reset_index(drop=True).astype(object))
-            elif spec.kind == "numeric":
-                s["values"].add(values)
-            else:
-                s["values"].add(values)
-                s["norm"].add(np.linalg.norm(values, axis=1))
-        rows_per_shard.append(entry)
-    invalid = [e for e in rows_per_shard if "error" in e]
-    features = {}
-    for spec in schema.features:
-        s = stats[spec.name]
-        out: dict[str, Any] = {"kind": spec.kind, "group": spec.group}
-        if spec.kind == "categorical":
-            out.update(s["values"].to_dict(top))
-        elif spec.kind == "multi_categorical":
-            out.update(s["tokens"].to_dict(top))
-            out["tokens_per_row"] = s["per_row"].to_dict()
-            out["empty_rows"] = s["empty"]
-        elif spec.kind == "numeric":
-            out.update(s["values"].to_dict())
-        else:
-            out["dim"] = spec.dim
-            out.update(s["values"].to_dict())
-            out["l2_norm"] = s["norm"].to_dict()
-        features[spec.name] = out
+        features.add(cols.features)
+    columns = [c for c in (schema.labels.target, schema.labels.event, schema.labels.weight) if c]
     return {
         "root": stream.root,
         "schema": schema.source,
-        "shards": rows_per_shard,
-        "totals": {
-            "shards": len(rows_per_shard),
-            "valid_shards": len(rows_per_shard) - len(invalid),
-            "invalid_shards": len(invalid),
-            "rows": total_rows,
-            "rows_in_invalid_shards": sum(e["rows"] or 0 for e in invalid),
-            "unreadable_shards": sum(e["rows"] is None for e in invalid),
-        },
+        "shards": entries,
+        "totals": _totals(entries),
         "labels": {
             key: {"column": column, **label_stats[key].to_dict()}
-            for key, column in zip(
-                stream.label_keys,
-                [c for c in (schema.labels.target, schema.labels.event, schema.labels.weight) if c],
-            )
+            for key, column in zip(stream.label_keys, columns)
         },
-        "features": features,
+        "features": features.to_dict(top),
+    }
+
+
+def _check_shard(root: str, rel: str, schema) -> tuple[dict, Any]:
+    """Read and validate one shard: its summary entry, and its columns when valid (else None)."""
+    from matta_rec.cli._hints import for_command
+    from matta_rec.data.formats import read_shard
+    from matta_rec.data.validation import validate_table
+    from matta_rec.data.writers import format_of
+    from matta_rec.errors import DataError
+
+    path = os.path.join(root, rel)
+    entry: dict[str, Any] = {"shard": rel, "format": format_of(rel), "rows": None}
+    table = None
+    try:
+        table = read_shard(path, schema)
+        cols = validate_table(table, schema, path)
+    except DataError as exc:
+        entry["error"] = for_command(str(exc), "inspect-data")
+        if table is not None:
+            entry["rows"] = table.num_rows
+        return entry, None
+    entry["rows"] = cols.num_rows
+    return entry, cols
+
+
+def _totals(entries: list[dict]) -> dict:
+    invalid = [e for e in entries if "error" in e]
+    return {
+        "shards": len(entries),
+        "valid_shards": len(entries) - len(invalid),
+        "invalid_shards": len(invalid),
+        "rows": sum(e["rows"] for e in entries if "error" not in e),
+        "rows_in_invalid_shards": sum(e["rows"] or 0 for e in invalid),
+        "unreadable_shards": sum(e["rows"] is None for e in invalid),
     }
 
 
