@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import inspect
-import re
-import typing
+import textwrap
 
 from matta_rec.cli._args import key_value
 
@@ -23,57 +20,37 @@ checkpoints/, tensorboard/, progress.json, metrics.json and model.keras.
 After a crash, run the same command with --resume: training continues from
 the last checkpoint without skipping or repeating a row.
 
-config keys:
+config keys (KEY = default, as written in YAML and --set):
 """
 
-
-def _arg_docs(cls) -> dict[str, str]:
-    doc = inspect.getdoc(cls) or ""
-    if "Args:" not in doc:
-        return {}
-    body = doc.split("Args:", 1)[1]
-    out: dict[str, str] = {}
-    current = None
-    for line in body.splitlines():
-        match = re.match(r"^\s{4}(\w+): (.*)$", line)
-        if match:
-            current = match.group(1)
-            out[current] = match.group(2).strip()
-        elif current and line.startswith(" " * 8):
-            out[current] += " " + line.strip()
-        elif line.strip() and not line.startswith(" "):
-            break
-    return out
+_WIDTH = 88
 
 
 def config_reference() -> str:
-    """One line per config key: dotted name, default and description."""
+    """Every config key with its default and description, the model keys included.
+
+    Returns:
+        The text listed under "config keys" by ``matta-rec train --help``:
+        per key a line ``KEY = DEFAULT`` (YAML spelling) followed by its
+        description, indented; a section heading (``loss:``) before its keys.
+
+    Example:
+        >>> "loss.ramp.delay_steps = 0" in config_reference()
+        True
+    """
+    from matta_rec.models.config import ModelConfig
     from matta_rec.training.config import RunConfig
+    from matta_rec.utils.config import config_keys, yaml_value
 
     lines: list[str] = []
-
-    def walk(cls, prefix: str, indent: int):
-        docs = _arg_docs(cls)
-        hints = typing.get_type_hints(cls)
-        default = cls()
-        for field in dataclasses.fields(cls):
-            if field.name == "source":
-                continue
-            hint = hints[field.name]
-            key = f"{prefix}{field.name}"
-            text = docs.get(field.name, "")
-            if dataclasses.is_dataclass(hint):
-                lines.append(f"{' ' * indent}{key}:  {text}")
-                walk(hint, key + ".", indent + 2)
-            else:
-                value = getattr(default, field.name)
-                shown = "{...}" if field.name == "model" else repr(value)
-                lines.append(f"{' ' * indent}{key} = {shown}  {text}")
-
-    walk(RunConfig, "", 2)
-    lines.append("  model.*  the ModelConfig keys (levels, d_model, gau_blocks, cross_layers, "
-                 "mlp_units, width_factors, d_model_factors, extra_gau_blocks, "
-                 "extra_cross_layers, share_weights, ...; see matta_rec.models.ModelConfig)")
+    for entry in config_keys(RunConfig, sections={"model": ModelConfig}):
+        indent = "  " * (entry.key.count(".") + 1)
+        head = f"{indent}{entry.key}:" if entry.section else \
+            f"{indent}{entry.key} = {yaml_value(entry.default)}"
+        lines.append(head)
+        if entry.doc:
+            lines += textwrap.wrap(entry.doc, _WIDTH, initial_indent=indent + "    ",
+                                   subsequent_indent=indent + "    ")
     return "\n".join(lines)
 
 

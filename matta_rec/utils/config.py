@@ -3,15 +3,19 @@
 Every config in the package is a (possibly nested) dataclass with one default
 per option.  :func:`from_dict` builds one from a mapping and reports unknown
 keys and wrong types with the dotted key path and the file they came from.
+:func:`config_keys` lists every option with its default and the description
+from the dataclass docstring (for ``--help``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import os
+import re
 import types
 import typing
-from typing import Any, Mapping, TypeVar
+from typing import Any, Mapping, NamedTuple, Sequence, TypeVar
 
 import yaml
 
@@ -143,3 +147,152 @@ def _coerce(hint: Any, value: Any, source: str, key: str) -> Any:
             raise ConfigError(f"expected a string, got {value!r}", source=source, key=key)
         return value
     return value
+
+
+# ---------------------------------------------------------------- help text
+class ConfigKey(NamedTuple):
+    """One option of a config dataclass, as ``--help`` lists it.
+
+    Args:
+        key: dotted path, e.g. ``loss.ramp.delay_steps``.
+        default: the default value (``None`` for a section).
+        doc: the plain-text description from the ``Args:`` section.
+        section: ``True`` for a nested dataclass (its keys follow it).
+    """
+
+    key: str
+    default: Any
+    doc: str
+    section: bool = False
+
+
+def config_keys(
+    cls: type,
+    *,
+    sections: Mapping[str, type] | None = None,
+    skip: Sequence[str] = ("source",),
+    prefix: str = "",
+) -> list[ConfigKey]:
+    """Every option of config dataclass ``cls``, nested sections included, in field order.
+
+    Args:
+        cls: the dataclass; ``cls()`` must be valid (every field has a default).
+        sections: dotted key -> dataclass for fields declared as a plain
+            mapping but holding a config of their own (e.g.
+            ``{"model": ModelConfig}``); their keys are listed like a
+            nested section's, with that dataclass's defaults.
+        skip: field names left out at every level.
+        prefix: prepended to every key (used by the recursion).
+
+    Returns:
+        A list of :class:`ConfigKey`; a section's entry precedes its keys.
+
+    Example:
+
+    >>> Ramp = dataclasses.make_dataclass("Ramp", [("steps", int, 0)])
+    >>> Ramp.__doc__ = "Ramp.\\n\\n    Args:\\n        steps: ramp length, see ``w_D``."
+    >>> Run = dataclasses.make_dataclass(
+    ...     "Run", [("ramp", Ramp, dataclasses.field(default_factory=Ramp))])
+    >>> for entry in config_keys(Run):
+    ...     print(entry.key, entry.default, entry.doc or "-")
+    ramp None -
+    ramp.steps 0 ramp length, see w_D.
+    """
+    sections = dict(sections or {})
+    docs = field_docs(cls)
+    hints = typing.get_type_hints(cls)
+    defaults = cls()
+    out: list[ConfigKey] = []
+    for field in dataclasses.fields(cls):
+        if field.name in skip:
+            continue
+        key = f"{prefix}{field.name}"
+        doc = docs.get(field.name, "")
+        nested = sections.get(key)
+        if nested is None and dataclasses.is_dataclass(hints[field.name]):
+            nested = hints[field.name]
+        if nested is None:
+            out.append(ConfigKey(key, to_dict(getattr(defaults, field.name)), doc))
+            continue
+        out.append(ConfigKey(key, None, doc, section=True))
+        inner = {k[len(key) + 1:]: v for k, v in sections.items() if k.startswith(key + ".")}
+        out += config_keys(nested, sections=inner, skip=skip, prefix=key + ".")
+    return out
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """The ``Args:`` entries of a class docstring as plain text, one line each.
+
+    Args:
+        cls: a class whose docstring has a Google-style ``Args:`` section.
+
+    Returns:
+        Field name -> description (continuation lines joined, markup
+        removed by :func:`plain_text`; the literals ``None``, ``True`` and
+        ``False`` spelled as in YAML: ``null``, ``true``, ``false``).
+    """
+    doc = inspect.getdoc(cls) or ""
+    if "Args:" not in doc:
+        return {}
+    out: dict[str, str] = {}
+    current = None
+    for line in doc.split("Args:", 1)[1].splitlines():
+        match = re.match(r"^\s{4}(\w+): (.*)$", line)
+        if match:
+            current = match.group(1)
+            out[current] = match.group(2).strip()
+        elif current and line.startswith(" " * 8):
+            out[current] += " " + line.strip()
+        elif line.strip() and not line.startswith(" "):
+            break
+    return {name: plain_text(text, literals=_YAML_LITERALS) for name, text in out.items()}
+
+
+_YAML_LITERALS = {"None": "null", "True": "true", "False": "false"}
+_ROLE = re.compile(r":[a-z]+:`(~?)([^`]+)`")
+_LITERAL = re.compile(r"``(.+?)``")
+_INTERPRETED = re.compile(r"(?<![\w`])`([^`]+)`(?![\w`])")
+
+
+def plain_text(text: str, literals: Mapping[str, str] | None = None) -> str:
+    """Docstring text without reStructuredText markup, for a terminal.
+
+    ``:class:`~a.b.Name``` becomes ``Name``, ``:func:`a.b``` becomes ``a.b``,
+    double-backquoted literals lose their backquotes.
+
+    Args:
+        text: reStructuredText (one docstring paragraph).
+        literals: double-backquoted literals to spell differently, e.g.
+            ``{"None": "null"}``.
+
+    Returns:
+        The text with the markup removed and runs of spaces collapsed.
+
+    Example:
+
+    >>> plain_text("``null`` = use :class:`~matta_rec.data.reader.LogStream`")
+    'null = use LogStream'
+    """
+    text = _ROLE.sub(lambda m: m.group(2).rsplit(".", 1)[-1] if m.group(1) else m.group(2), text)
+    literals = literals or {}
+    text = _LITERAL.sub(lambda m: literals.get(m.group(1), m.group(1)), text)
+    text = _INTERPRETED.sub(r"\1", text)
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def yaml_value(value: Any) -> str:
+    """``value`` spelled as in a YAML config or a ``--set KEY=VALUE``.
+
+    Args:
+        value: a plain value (tuples and dataclasses are converted by :func:`to_dict`).
+
+    Returns:
+        One line of YAML flow style.
+
+    Example:
+
+    >>> yaml_value(False), yaml_value(None), yaml_value((1.0, 2.0)), yaml_value({"lr": 0.1})
+    ('false', 'null', '[1.0, 2.0]', '{lr: 0.1}')
+    """
+    text = yaml.safe_dump(to_dict(value), default_flow_style=True, width=1 << 30)
+    return text.removesuffix("\n...\n").strip()
