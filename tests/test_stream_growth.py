@@ -275,3 +275,18 @@ def test_parquet_rows_come_from_the_footer(tmp_path, monkeypatch):
     path = _shard(tmp_path, DAY1, 0, 11, 0)
     monkeypatch.setattr(pq, "read_table", lambda *a, **k: pytest.fail("read the data"))
     assert count_rows(path) == 11
+
+
+def test_a_position_survives_json_with_its_history(tmp_path):
+    import json
+
+    root = str(tmp_path)
+    lib.write_shards(root, [3, 3, 3])
+    stream = LogStream(root, lib.schema(), batch_size=2, skip_bad_shards=True)
+    _, position = _stop_at(stream, 4)
+    again = StreamPosition.from_dict(json.loads(json.dumps(position.to_dict())))
+    assert again == position and hash(again) == hash(position)
+    names = [f"{DAY1}/hour=0{h}/part-0.parquet" for h in (0, 1)]
+    assert again.to_dict()["trained"] == [
+        {"name": name, "bytes": os.path.getsize(os.path.join(root, name)), "rows": 3} for name in names
+    ]
