@@ -1,6 +1,8 @@
 """Tests of matta_rec.optimizers: Shampoo, its matrix roots, blocking, get()."""
 
+import json
 import os
+import zipfile
 
 import keras
 import numpy as np
@@ -143,7 +145,7 @@ def test_block_group_layout_and_stacked_matmul():
 def test_raw_update_matches_numpy_float64(beta2):
     w0, grads = rand((6, 4), 0), [rand((6, 4), s) for s in (1, 2, 3)]
     opt = Shampoo(
-        learning_rate=0.1, beta1=0.0, beta2=beta2, epsilon=1e-6, grafting=None,
+        learning_rate=0.1, beta_1=0.0, beta_2=beta2, epsilon=1e-6, grafting=None,
         preconditioning_frequency=1, start_preconditioning_step=0,
     )
     got = run(opt, w0, grads)
@@ -155,7 +157,7 @@ def test_raw_update_matches_numpy_float64(beta2):
 
 def test_square_full_rank_step_is_the_polar_factor():
     g = rand((5, 5), 7)
-    opt = Shampoo(learning_rate=1.0, beta1=0.0, beta2=1.0, epsilon=1e-12, grafting=None,
+    opt = Shampoo(learning_rate=1.0, beta_1=0.0, beta_2=1.0, epsilon=1e-12, grafting=None,
                   preconditioning_frequency=1, start_preconditioning_step=0)
     got = run(opt, np.zeros((5, 5)), [g])
     u, _, vt = np.linalg.svd(g.astype(np.float64))
@@ -164,7 +166,7 @@ def test_square_full_rank_step_is_the_polar_factor():
 
 def test_exponent_override():
     w0, grads = rand((4, 3), 0), [rand((4, 3), 1)]
-    opt = Shampoo(learning_rate=0.1, beta1=0.0, beta2=1.0, grafting=None, exponent_override=2,
+    opt = Shampoo(learning_rate=0.1, beta_1=0.0, beta_2=1.0, grafting=None, exponent_override=2,
                   preconditioning_frequency=1, start_preconditioning_step=0)
     np.testing.assert_allclose(run(opt, w0, grads), raw_shampoo_reference(w0, grads, 0.1, 1.0, 1e-6, p=2),
                                rtol=1e-4, atol=1e-5)
@@ -174,7 +176,7 @@ def test_blocked_matrix_equals_shampoo_on_each_block():
     shape, steps = (10, 7), 4
     grads = [rand(shape, 10 + s) for s in range(steps)]
     w0 = rand(shape, 9)
-    kw = dict(learning_rate=0.05, beta1=0.9, beta2=0.99, grafting="adam",
+    kw = dict(learning_rate=0.05, beta_1=0.9, beta_2=0.99, grafting="adam",
               preconditioning_frequency=2, start_preconditioning_step=1)
     blocked = Shampoo(block_size=4, **kw)
     got = run(blocked, w0, grads)
@@ -190,7 +192,7 @@ def test_blocked_matrix_equals_shampoo_on_each_block():
 def test_equals_adam_before_preconditioning_starts():
     w0, grads = rand((6, 5), 0), [rand((6, 5), s) for s in range(1, 6)]
     b0 = rand((5,), 20)
-    shampoo = Shampoo(learning_rate=0.01, beta1=0.9, grafting="adam", grafting_beta2=0.999,
+    shampoo = Shampoo(learning_rate=0.01, beta_1=0.9, grafting="adam", grafting_beta2=0.999,
                       grafting_epsilon=1e-7, start_preconditioning_step=1000)
     adam = keras.optimizers.Adam(learning_rate=0.01, beta_1=0.9, beta_2=0.999, epsilon=1e-7)
     for opt in (shampoo, adam):
@@ -207,7 +209,7 @@ def test_grafted_diagonal_formulas(grafting):
     # 1-D variables always take the grafted step: check it against the formula.
     w0, grads = rand((7,), 0), [rand((7,), s) for s in range(1, 4)]
     lr, b1, b2, eps = 0.05, 0.5, 0.9, 1e-7
-    opt = Shampoo(learning_rate=lr, beta1=b1, grafting=grafting, grafting_beta2=b2, grafting_epsilon=eps,
+    opt = Shampoo(learning_rate=lr, beta_1=b1, grafting=grafting, grafting_beta2=b2, grafting_epsilon=eps,
                   start_preconditioning_step=0)
     got = run(opt, w0, grads)
     w, m, v = w0.astype(np.float64), 0.0, 0.0
@@ -226,7 +228,7 @@ def test_grafted_diagonal_formulas(grafting):
 
 def test_grafting_gives_each_block_the_grafted_norm():
     w0, g = rand((8, 6), 0), rand((8, 6), 1)
-    opt = Shampoo(learning_rate=1.0, beta1=0.0, grafting="sgd", block_size=4,
+    opt = Shampoo(learning_rate=1.0, beta_1=0.0, grafting="sgd", block_size=4,
                   preconditioning_frequency=1, start_preconditioning_step=0)
     got = run(opt, w0, [g])
     step = w0 - got
@@ -255,15 +257,15 @@ def test_nesterov_and_weight_decay_change_the_step():
     "kw",
     [
         dict(),
-        dict(grafting=None, beta1=0.0, beta2=1.0, statistics_frequency=2),
+        dict(grafting=None, beta_1=0.0, beta_2=1.0, statistics_frequency=2),
         dict(grafting="sgd", nesterov=True, exponent_override=2, large_dim_policy="one_sided",
              max_preconditioner_dim=8),
     ],
 )
 def test_grouped_update_equals_per_variable_update(kw):
     # Shampoo updates the variables of a step together (blocks of one shape
-    # stacked into batched ops); Keras's per-variable `update_step` path must
-    # give the same weights, state and counters.
+    # stacked into batched ops); Keras's per-variable `update_step` path
+    # (`grouped_updates=False`) must give the same weights, state and counters.
     shapes = {"a": (6, 4), "b": (6, 4), "c": (4, 6), "d": (10, 7), "e": (2, 3, 4), "bias": (5,),
               "user_table": (9, 4), "f": (12, 3)}
     steps = 6
@@ -275,8 +277,7 @@ def test_grouped_update_equals_per_variable_update(kw):
     settings.update(kw)
     results = []
     for grouped in (True, False):
-        opt = Shampoo(**settings)
-        opt._group_updates = grouped
+        opt = Shampoo(grouped_updates=grouped, **settings)
         variables = [keras.Variable(rand(s, 100 + k), name=name) for k, (name, s) in enumerate(shapes.items())]
 
         @tf.function
@@ -286,12 +287,79 @@ def test_grouped_update_equals_per_variable_update(kw):
         for g in grads:
             step([tf.constant(g[k]) for k in shapes])
         state = [v.numpy() for v in variables] + [v.numpy() for v in opt.variables]
-        results.append((state, opt.diagnostics()))
+        results.append((state, opt.diagnostics(), opt.last_update_groups))
+    # Both paths ran: the grouped step stacked "a" and "b" (one block layout)
+    # into one group; the per-variable step updated one variable per call.
+    grouped_groups, per_variable_groups = results[0][2], results[1][2]
+    assert any({"a", "b"} <= set(group) for group in grouped_groups), grouped_groups
+    assert len(per_variable_groups) == 1 and len(per_variable_groups[0]) == 1, per_variable_groups
     assert results[0][1] == results[1][1]
     assert results[0][1]["shampoo_skipped_updates"] >= 2
     assert len(results[0][0]) == len(results[1][0])
     for a, b in zip(results[0][0], results[1][0]):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_preconditioner_state_is_a_read_only_snapshot():
+    opt = Shampoo(learning_rate=0.1, beta_2=1.0, block_size=4, preconditioning_frequency=1,
+                  start_preconditioning_step=0)
+    w = keras.Variable(rand((10, 7), 0), name="kernel")
+    b = keras.Variable(rand((7,), 1), name="bias")
+    with pytest.raises(ValueError, match="not built"):
+        opt.preconditioner_state(w)
+    grads = [rand((10, 7), s) for s in (2, 3)]
+    for g in grads:
+        opt.apply([tf.constant(g), tf.constant(g[0])], [w, b])
+    state = opt.preconditioner_state("kernel")
+    assert state.path == w.path and state.kind == "kronecker" and state.shape == (10, 7)
+    assert state.num_blocks == 6 and state.block_shape == (4, 4) and state.root_exponent == 4
+    assert state.preconditioned_sides == (True, True)
+    assert state.statistics_left.shape == state.root_left.shape == (6, 4, 4)
+    assert state.momentum.shape == state.graft_accumulator.shape == (10, 7)
+    # Block 5 holds rows 8:10 and columns 4:7 (zero-padded): its statistics
+    # are the summed G^T G of that block.
+    (r0, r1), (c0, c1) = state.plan.block_bounds()[5]
+    expected = sum(g[r0:r1, c0:c1].T.astype(np.float64) @ g[r0:r1, c0:c1] for g in grads)
+    np.testing.assert_allclose(state.statistics_right[5, : c1 - c0, : c1 - c0], expected, rtol=1e-5)
+    assert not np.allclose(state.root_right[5], np.eye(4))
+    # A copy: read-only, and it does not follow later steps.
+    with pytest.raises(ValueError):
+        state.root_left[0, 0, 0] = 1.0
+    opt.apply([tf.constant(rand((10, 7), 4)), tf.constant(rand((7,), 5))], [w, b])
+    assert not np.array_equal(opt.preconditioner_state(w).statistics_left, state.statistics_left)
+    bias = opt.preconditioner_state(b)
+    assert bias.kind == "diagonal" and bias.num_blocks == 0 and bias.block_shape is None
+    assert bias.root_exponent is None and bias.statistics_left is None and bias.graft_accumulator.shape == (7,)
+    with pytest.raises(ValueError, match="No variable.*kernel"):
+        opt.preconditioner_state("missing")
+
+
+def test_keras_internals_missing_fail_loudly(monkeypatch):
+    from matta_rec.errors import MattaError
+    from matta_rec.optimizers import keras_internals
+
+    keras_internals.check.cache_clear()
+    try:
+        # A hook whose signature changed, and one that is gone.
+        monkeypatch.setattr(keras.optimizers.Optimizer, "_distributed_tf_update_step", lambda self, grads: None)
+        expected = f"Keras {keras.__version__}.*_distributed_tf_update_step.*grouped_updates=False"
+        with pytest.raises(MattaError, match=expected):
+            Shampoo()
+        monkeypatch.setattr(keras.optimizers.Optimizer, "_backend_update_step", None)
+        with pytest.raises(MattaError, match="`_backend_update_step` is missing"):
+            Shampoo()
+        # The per-variable path does not use them.
+        opt = Shampoo(grouped_updates=False, start_preconditioning_step=0, preconditioning_frequency=1)
+        monkeypatch.setattr(keras.optimizers.Optimizer, "_get_variable_index", None)
+        keras_internals.check.cache_clear()  # the check runs once per setting and Keras
+        with pytest.raises(MattaError, match="_get_variable_index.*verified on Keras 3"):
+            Shampoo(grouped_updates=False)
+    finally:
+        monkeypatch.undo()
+        keras_internals.check.cache_clear()
+    w = keras.Variable(rand((4, 3), 0))
+    opt.apply([tf.constant(rand((4, 3), 1))], [w])
+    assert opt.last_update_groups == ((w.path,),)
 
 
 # ------------------------------------------------------------- robustness
@@ -312,8 +380,9 @@ def test_zero_huge_and_rank_deficient_gradients_keep_weights_finite(grafting):
     for g in grads:
         opt.apply([tf.constant(g)], [w])
         assert np.all(np.isfinite(w.numpy()))
-    for root in (opt._roots_left[0], opt._roots_right[0]):
-        assert np.all(np.isfinite(root.numpy()))
+    state = opt.preconditioner_state(w)
+    for root in (state.root_left, state.root_right):
+        assert root.shape[0] == 1 and np.all(np.isfinite(root))
 
 
 @pytest.mark.parametrize("grafting", ["adam", "sgd"])
@@ -335,20 +404,23 @@ def test_nan_gradient_is_replaced_by_zeros_and_counted(grafting):
     twin.apply([tf.zeros((4, 3)), tf.zeros((3,))], [w2, b2])
     np.testing.assert_array_equal(w.numpy(), w2.numpy())
     np.testing.assert_array_equal(b.numpy(), b2.numpy())
-    assert np.all(np.isfinite(w.numpy())) and np.all(np.isfinite(opt._stats_left[0].numpy()))
+    assert np.all(np.isfinite(w.numpy())) and np.all(np.isfinite(opt.preconditioner_state(w).statistics_left))
 
 
 def test_failed_root_keeps_previous_preconditioner_and_counts():
     opt = Shampoo(learning_rate=0.1, preconditioning_frequency=1, start_preconditioning_step=0)
     w = keras.Variable(rand((4, 3), 0))
     opt.apply([tf.constant(rand((4, 3), 1))], [w])
-    before = opt._roots_left[0].numpy().copy()
+    before = opt.preconditioner_state(w).root_left
     assert not np.allclose(before, np.eye(4))
-    poisoned = opt._stats_left[0].numpy()
+    # Poison the statistics through the optimizer's (public) variables, named
+    # `<variable path>_stats_left` (Shampoo.build).
+    (stats,) = [v for v in opt.variables if v.name == f"{w.path.replace('/', '_')}_stats_left"]
+    poisoned = stats.numpy()
     poisoned[0, 0, 0] = np.inf
-    opt._stats_left[0].assign(poisoned)
+    stats.assign(poisoned)
     opt.apply([tf.constant(rand((4, 3), 2))], [w])
-    np.testing.assert_array_equal(opt._roots_left[0].numpy(), before)
+    np.testing.assert_array_equal(opt.preconditioner_state(w).root_left, before)
     assert opt.diagnostics()["shampoo_root_failures"] == 1
     assert np.all(np.isfinite(w.numpy()))
 
@@ -359,7 +431,7 @@ def test_roots_only_change_at_the_preconditioning_frequency():
     seen = []
     for s in range(8):
         opt.apply([tf.constant(rand((4, 3), s + 1))], [w])
-        seen.append(opt._roots_right[0].numpy().copy())
+        seen.append(opt.preconditioner_state(w).root_right)
     changed = [s for s in range(1, 8) if not np.array_equal(seen[s], seen[s - 1])]
     assert changed == [2, 5]  # iterations 2 and 5 (start 2, every 3)
     np.testing.assert_array_equal(seen[0], np.eye(3)[None])
@@ -367,18 +439,18 @@ def test_roots_only_change_at_the_preconditioning_frequency():
 
 def test_statistics_frequency():
     opt = Shampoo(learning_rate=0.1, statistics_frequency=2, preconditioning_frequency=1,
-                  start_preconditioning_step=0, beta2=1.0)
+                  start_preconditioning_step=0, beta_2=1.0)
     w = keras.Variable(rand((4, 3), 0))
     grads = [rand((4, 3), s) for s in range(1, 4)]
     for g in grads:
         opt.apply([tf.constant(g)], [w])
     expected = sum(g.T.astype(np.float64) @ g for g in grads[::2])
-    np.testing.assert_allclose(opt._stats_right[0].numpy()[0], expected, rtol=1e-5)
+    np.testing.assert_allclose(opt.preconditioner_state(w).statistics_right[0], expected, rtol=1e-5)
 
 
 def test_newton_roots_train_like_eigh():
     w0, grads = rand((6, 4), 0), [rand((6, 4), s) for s in (1, 2, 3)]
-    kw = dict(learning_rate=0.1, beta1=0.0, beta2=1.0, grafting=None,
+    kw = dict(learning_rate=0.1, beta_1=0.0, beta_2=1.0, grafting=None,
               preconditioning_frequency=1, start_preconditioning_step=0)
     np.testing.assert_allclose(run(Shampoo(root_method="newton", **kw), w0, grads),
                                raw_shampoo_reference(w0, grads, 0.1, 1.0, 1e-6), rtol=1e-3, atol=1e-4)
@@ -388,7 +460,9 @@ def test_embedding_tables_and_sparse_gradients():
     table = keras.Variable(rand((50, 4), 0), name="user_id_table")
     opt = Shampoo(learning_rate=0.1, start_preconditioning_step=0, preconditioning_frequency=1)
     opt.build([table])
-    assert opt.plan_for(table).diagonal and opt._stats_right[0] is None
+    state = opt.preconditioner_state(table)
+    assert opt.plan_for(table).diagonal and state.kind == "diagonal"
+    assert state.statistics_left is None and state.statistics_right is None and state.root_right is None
     assert not opt.plan_for(keras.Variable(rand((50, 4), 0), name="tables_kernel")).diagonal
     assert not Shampoo(embedding_pattern=None).plan_for(table).diagonal
     one_sided = Shampoo(learning_rate=0.1, start_preconditioning_step=0, preconditioning_frequency=1,
@@ -398,7 +472,9 @@ def test_embedding_tables_and_sparse_gradients():
     t1, t2 = keras.Variable(table.numpy(), name="embeddings"), keras.Variable(table.numpy(), name="a_table")
     one_sided.apply([sparse], [t1])
     dense_twin.apply([tf.convert_to_tensor(sparse)], [t2])
-    assert one_sided._stats_left[0] is None and one_sided._stats_right[0] is not None
+    state = one_sided.preconditioner_state(t1)
+    assert state.kind == "kronecker" and state.preconditioned_sides == (False, True)
+    assert state.statistics_left is None and state.statistics_right.shape == (1, 4, 4)
     np.testing.assert_allclose(t1.numpy(), t2.numpy(), rtol=1e-6)
     moved = np.abs(t1.numpy() - table.numpy()).max(axis=1) > 0
     assert moved.tolist() == [i in (3, 7) for i in range(50)]
@@ -408,7 +484,7 @@ def test_embedding_tables_and_sparse_gradients():
 
 
 def test_config_round_trip_and_validation():
-    opt = Shampoo(learning_rate=0.02, beta2=1.0, block_size=64, grafting="rmsprop", exponent_override=2,
+    opt = Shampoo(learning_rate=0.02, beta_2=1.0, block_size=64, grafting="rmsprop", exponent_override=2,
                   nesterov=True, weight_decay=1e-4, diagonal_variables=["bias"], root_method="newton")
     config = opt.get_config()
     clone = Shampoo.from_config(config)
@@ -416,8 +492,9 @@ def test_config_round_trip_and_validation():
     restored = keras.optimizers.deserialize(keras.optimizers.serialize(opt))
     assert isinstance(restored, Shampoo) and restored.get_config() == config
     for bad, message in [
-        (dict(beta1=1.0), "beta1"),
-        (dict(beta2=0.0), "beta2"),
+        (dict(beta_1=1.0), "beta_1"),
+        (dict(beta_2=0.0), "beta_2"),
+        (dict(grouped_updates="yes"), "grouped_updates"),
         (dict(block_size=0), "block_size"),
         (dict(grafting="lion"), "grafting"),
         (dict(root_method="svd"), "root_method"),
@@ -428,6 +505,28 @@ def test_config_round_trip_and_validation():
     ]:
         with pytest.raises(ValueError, match=message):
             Shampoo(**bad)
+
+
+def test_deprecated_beta_names_still_accepted():
+    with pytest.warns(DeprecationWarning, match="beta1.*beta_1=0.5"):
+        old = Shampoo(beta1=0.5, beta2=1.0, name="s")
+    assert (old.beta_1, old.beta_2) == (0.5, 1.0)
+    config = old.get_config()
+    assert "beta1" not in config and "beta2" not in config
+    assert config == Shampoo(beta_1=0.5, beta_2=1.0, name="s").get_config()
+    # A config saved with the old names (a .keras file of 0.1.0) still loads.
+    saved = dict(config)
+    saved["beta1"], saved["beta2"] = saved.pop("beta_1"), saved.pop("beta_2")
+    del saved["grouped_updates"]  # not in 0.1.0 configs
+    with pytest.warns(DeprecationWarning, match="beta2"):
+        assert Shampoo.from_config(saved).get_config() == config
+    with pytest.warns(DeprecationWarning):
+        built = get({"name": "shampoo", "beta1": 0.5, "beta2": 1.0})
+    assert {**built.get_config(), "name": "s"} == config
+    with pytest.raises(ValueError, match="Pass `beta_1` only"):
+        Shampoo(beta1=0.5, beta_1=0.7)
+    with pytest.raises(ValueError, match="beta_2"):
+        Shampoo(beta2=1.5)
 
 
 def test_get_maps_names_and_configs():
@@ -495,6 +594,27 @@ def test_checkpoint_restore_continues_like_an_uninterrupted_run(tmp_path):
     assert loaded.optimizer.get_config() == first.optimizer.get_config()
     loaded.fit(ds, epochs=1, verbose=0)
     for a, b in zip(straight.get_weights(), loaded.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+    # The same file as 0.1.0 wrote it (`beta1` / `beta2`, no `grouped_updates`) still loads.
+    old = tmp_path / "old.keras"
+    with zipfile.ZipFile(tmp_path / "model.keras") as src, zipfile.ZipFile(old, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item.filename)
+            if item.filename == "config.json":
+                config = json.loads(data)
+                saved = config["compile_config"]["optimizer"]["config"]
+                saved["beta1"], saved["beta2"] = saved.pop("beta_1"), saved.pop("beta_2")
+                del saved["grouped_updates"]
+                data = json.dumps(config).encode()
+            dst.writestr(item, data)
+    with pytest.warns(DeprecationWarning, match="beta1"):
+        loaded_old = keras.models.load_model(old)
+    assert loaded_old.optimizer.get_config() == first.optimizer.get_config()
+    for a, b in zip(loaded.optimizer.variables, loaded_old.optimizer.variables):
+        assert a.path == b.path
+    loaded_old.fit(ds, epochs=1, verbose=0)
+    for a, b in zip(straight.get_weights(), loaded_old.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
@@ -575,7 +695,7 @@ def test_shampoo_beats_adam_on_ill_conditioned_least_squares():
     adam = min(_steps_to_target(lambda lr=lr: keras.optimizers.Adam(lr), x, y, target, max_steps) for lr in lrs)
     shampoo = min(
         _steps_to_target(
-            lambda lr=lr: Shampoo(lr, beta2=1.0, preconditioning_frequency=5, start_preconditioning_step=1),
+            lambda lr=lr: Shampoo(lr, beta_2=1.0, preconditioning_frequency=5, start_preconditioning_step=1),
             x, y, target, max_steps,
         )
         for lr in lrs
@@ -589,11 +709,11 @@ def test_shampoo_beats_adam_on_ill_conditioned_least_squares():
 
 
 def test_dump_and_plot_preconditioner(tmp_path):
-    from matta_rec.optimizers.inspect import assemble_factor, correlation, dump_preconditioner, plot_preconditioner
+    from matta_rec.optimizers.heatmaps import assemble_factor, correlation, dump_preconditioner, plot_preconditioner
 
     rng = np.random.default_rng(0)
     w = keras.Variable(np.zeros((5, 6), np.float32), name="kernel")
-    opt = Shampoo(learning_rate=0.01, beta2=1.0, block_size=4, preconditioning_frequency=1,
+    opt = Shampoo(learning_rate=0.01, beta_2=1.0, block_size=4, preconditioning_frequency=1,
                   start_preconditioning_step=0)
     grads = []
     for _ in range(20):

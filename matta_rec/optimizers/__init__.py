@@ -1,5 +1,8 @@
 """Optimizers: `Shampoo` and `get`, the name -> optimizer mapping of training configs.
 
+`Shampoo.preconditioner_state(variable)` returns a `PreconditionerState`;
+`matta_rec.optimizers.heatmaps` dumps and plots a variable's factors.
+
 `get("shampoo", learning_rate=1e-3)`, `get({"name": "adam", "learning_rate":
 1e-3})` or `get({"class_name": "Shampoo", "config": {...}})` build an optimizer;
 an optimizer instance is returned unchanged.
@@ -10,9 +13,10 @@ from __future__ import annotations
 import keras
 
 from matta_rec.errors import ConfigError
+from matta_rec.optimizers.preconditioner_state import PreconditionerState
 from matta_rec.optimizers.shampoo import Shampoo
 
-__all__ = ["Shampoo", "get", "OPTIMIZERS"]
+__all__ = ["Shampoo", "PreconditionerState", "get", "OPTIMIZERS"]
 
 OPTIMIZERS = {
     "shampoo": Shampoo,

@@ -11,24 +11,29 @@ A training step updates all the variables of a device set in one call
 (`_update_variables`) rather than one `update_step` per variable: the blocks
 of one shape share each elementwise op and every skip is counted in one
 assignment. On CPU a small model's step costs per op, not per flop, and that
-is what keeps Shampoo's step near Adam's at small batches.
+is what keeps Shampoo's step near Adam's at small batches. That takes two
+hooks of Keras's TensorFlow optimizer: they, and every other Keras internal
+Shampoo uses, are in `keras_internals` (with the Keras versions verified).
 """
 
 from __future__ import annotations
 
 import collections
 import re
+import warnings
 
 import keras
+import numpy as np
 import tensorflow as tf
-from keras import ops
 
-from matta_rec.optimizers import matrix_functions
+from matta_rec.optimizers import keras_internals, matrix_functions
 from matta_rec.optimizers.partition import BlockGroup, make_plan
+from matta_rec.optimizers.preconditioner_state import PreconditionerState
 
 GRAFTING_TYPES = ("adam", "adagrad", "rmsprop", "sgd")
 ROOT_METHODS = ("eigh", "newton")
 LARGE_DIM_POLICIES = ("diagonal", "one_sided")
+_DEFAULTS = {"beta_1": 0.9, "beta_2": 0.999}
 
 
 def _read(variable):
@@ -41,7 +46,7 @@ def _identity_initializer(shape, dtype=None):
 
 
 @keras.saving.register_keras_serializable(package="matta_rec")
-class Shampoo(keras.optimizers.Optimizer):
+class Shampoo(keras_internals.GroupedUpdateHooks, keras.optimizers.Optimizer):
     """Shampoo with per-block grafting (Gupta et al. 2018; Anil et al. 2020).
 
     For a weight matrix (or a block of one) with gradient `G`, Shampoo keeps
@@ -54,14 +59,14 @@ class Shampoo(keras.optimizers.Optimizer):
 
     Per step `t` (1-based) and variable:
 
-    1. `m = beta1 m + (1 - beta1) G`, `D = m / (1 - beta1^t)` (with Nesterov:
-       `D = (beta1 m + (1 - beta1) G) / (1 - beta1^(t+1))`); `D = G` when
-       `beta1 = 0`.
+    1. `m = beta_1 m + (1 - beta_1) G`, `D = m / (1 - beta_1^t)` (with
+       Nesterov: `D = (beta_1 m + (1 - beta_1) G) / (1 - beta_1^(t+1))`);
+       `D = G` when `beta_1 = 0`.
     2. Grafted step `A(D)`: Adam (`v` an EMA of `G^2` with `grafting_beta2`,
        bias-corrected as `keras.optimizers.Adam`), AdaGrad (`v` the sum of
        `G^2`), RMSprop (`v` an EMA of `G^2`), SGD (`A(D) = D`).
-    3. Every `statistics_frequency` steps: `L = beta2 L + (1 - beta2) G G^T`
-       (the same for `R`), or `L += G G^T` when `beta2 = 1`. Every
+    3. Every `statistics_frequency` steps: `L = beta_2 L + (1 - beta_2) G G^T`
+       (the same for `R`), or `L += G G^T` when `beta_2 = 1`. Every
        `preconditioning_frequency` steps from `start_preconditioning_step`:
        the inverse roots of the (bias-corrected) statistics, in float64,
        regularised by `epsilon * lambda_max`. A root that fails (non-finite
@@ -85,9 +90,11 @@ class Shampoo(keras.optimizers.Optimizer):
     Args:
         learning_rate: float, `LearningRateSchedule` or callable. Defaults to
             `0.001`.
-        beta1: momentum on the gradient, in `[0, 1)`. Defaults to `0.9`.
-        beta2: decay of the Kronecker statistics, in `(0, 1]`; `1.0` sums
-            them (AdaGrad-style). Defaults to `0.999`.
+        beta_1: momentum on the gradient, in `[0, 1)`. Defaults to `0.9`.
+        beta_2: decay of the Kronecker statistics, in `(0, 1]`; `1.0` sums
+            them (AdaGrad-style). Defaults to `0.999`. The names of 0.1.0,
+            `beta1` / `beta2`, are accepted (also in saved configs) for one
+            more release, with a `DeprecationWarning`.
         epsilon: regularisation of the statistics before the root, relative to
             their largest eigenvalue, `> 0`. Defaults to `1e-6`.
         block_size: largest side of a preconditioned block. Defaults to `512`.
@@ -130,6 +137,12 @@ class Shampoo(keras.optimizers.Optimizer):
             `None`.
         root_method: `"eigh"` (float64 eigendecomposition) or `"newton"`
             (coupled Newton iteration in float64). Defaults to `"eigh"`.
+        grouped_updates: update all the variables of a device set in one
+            call, the blocks of one shape stacked into batched ops (fewer
+            ops per step: on CPU a small model's step costs per op). `False`:
+            Keras's one `update_step` per variable, the same math without the
+            Keras internals the grouped path overrides
+            (`keras_internals.py`). Defaults to `True`.
         {{base_optimizer_keyword_args}}
 
     Example:
@@ -144,14 +157,16 @@ class Shampoo(keras.optimizers.Optimizer):
 
     In a model: `model.compile(optimizer=Shampoo(1e-3), loss=...)`. The
     counters `root_failures` and `skipped_updates` are non-trainable
-    variables (`optimizer.diagnostics()` returns them as Python ints).
+    variables (`optimizer.diagnostics()` returns them as Python ints);
+    `optimizer.preconditioner_state(variable)` is a NumPy snapshot of what
+    the optimizer keeps for one variable (statistics, roots, blocks).
     """
 
     def __init__(
         self,
         learning_rate=0.001,
-        beta1=0.9,
-        beta2=0.999,
+        beta_1=0.9,
+        beta_2=0.999,
         epsilon=1e-6,
         block_size=512,
         preconditioning_frequency=100,
@@ -168,6 +183,7 @@ class Shampoo(keras.optimizers.Optimizer):
         embedding_pattern=r"(embeddings?|_table)$",
         diagonal_variables=None,
         root_method="eigh",
+        grouped_updates=True,
         clipnorm=None,
         clipvalue=None,
         global_clipnorm=None,
@@ -179,6 +195,7 @@ class Shampoo(keras.optimizers.Optimizer):
         name=None,
         **kwargs,
     ):
+        beta_1, beta_2 = _renamed_betas(kwargs, beta_1, beta_2)
         super().__init__(
             learning_rate=learning_rate,
             name=name,
@@ -193,71 +210,28 @@ class Shampoo(keras.optimizers.Optimizer):
             gradient_accumulation_steps=gradient_accumulation_steps,
             **kwargs,
         )
-        if not 0.0 <= beta1 < 1.0:
-            raise ValueError(f"`beta1` must be in [0, 1). Received: beta1={beta1}")
-        if not 0.0 < beta2 <= 1.0:
-            raise ValueError(f"`beta2` must be in (0, 1] (1.0 sums the statistics). Received: beta2={beta2}")
-        if not epsilon > 0:
-            raise ValueError(f"`epsilon` must be a float > 0. Received: epsilon={epsilon}")
-        for key, value in (
-            ("block_size", block_size),
-            ("preconditioning_frequency", preconditioning_frequency),
-            ("statistics_frequency", statistics_frequency),
-            ("max_preconditioner_dim", max_preconditioner_dim),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{key}` must be an integer >= 1. Received: {key}={value!r}")
-        if (
-            isinstance(start_preconditioning_step, bool)
-            or not isinstance(start_preconditioning_step, int)
-            or start_preconditioning_step < 0
-        ):
-            raise ValueError(
-                "`start_preconditioning_step` must be an integer >= 0. "
-                f"Received: start_preconditioning_step={start_preconditioning_step!r}"
-            )
-        if grafting is not None and grafting not in GRAFTING_TYPES:
-            raise ValueError(
-                f"`grafting` must be one of {GRAFTING_TYPES} or None. Received: grafting={grafting!r}"
-            )
-        if not 0.0 < grafting_beta2 < 1.0:
-            raise ValueError(f"`grafting_beta2` must be in (0, 1). Received: grafting_beta2={grafting_beta2}")
-        if not grafting_epsilon > 0:
-            raise ValueError(f"`grafting_epsilon` must be > 0. Received: grafting_epsilon={grafting_epsilon}")
-        if exponent_override is not None and not exponent_override > 0:
-            raise ValueError(
-                "`exponent_override` must be None or a number p > 0 (roots L^(-1/p)). "
-                f"Received: exponent_override={exponent_override}"
-            )
-        if large_dim_policy not in LARGE_DIM_POLICIES:
-            raise ValueError(
-                f"`large_dim_policy` must be one of {LARGE_DIM_POLICIES}. "
-                f"Received: large_dim_policy={large_dim_policy!r}"
-            )
-        if root_method not in ROOT_METHODS:
-            raise ValueError(f"`root_method` must be one of {ROOT_METHODS}. Received: root_method={root_method!r}")
-        if root_method == "newton" and exponent_override is not None and int(exponent_override) != exponent_override:
-            raise ValueError(
-                "`root_method='newton'` needs an integer `exponent_override`. "
-                f"Received: exponent_override={exponent_override}"
-            )
-        if embedding_pattern is not None:
-            try:
-                re.compile(embedding_pattern)
-            except (re.error, TypeError) as e:
-                raise ValueError(
-                    f"`embedding_pattern` must be a regular expression or None. "
-                    f"Received: embedding_pattern={embedding_pattern!r} ({e})"
-                ) from None
-        if diagonal_variables is not None and (
-            isinstance(diagonal_variables, str) or not all(isinstance(p, str) for p in diagonal_variables)
-        ):
-            raise ValueError(
-                "`diagonal_variables` must be a list of regular expressions (strings). "
-                f"Received: diagonal_variables={diagonal_variables!r}"
-            )
-        self.beta1 = float(beta1)
-        self.beta2 = float(beta2)
+        _validate_arguments(
+            beta_1=beta_1,
+            beta_2=beta_2,
+            epsilon=epsilon,
+            block_size=block_size,
+            preconditioning_frequency=preconditioning_frequency,
+            statistics_frequency=statistics_frequency,
+            start_preconditioning_step=start_preconditioning_step,
+            grafting=grafting,
+            grafting_beta2=grafting_beta2,
+            grafting_epsilon=grafting_epsilon,
+            exponent_override=exponent_override,
+            max_preconditioner_dim=max_preconditioner_dim,
+            large_dim_policy=large_dim_policy,
+            embedding_pattern=embedding_pattern,
+            diagonal_variables=diagonal_variables,
+            root_method=root_method,
+            grouped_updates=grouped_updates,
+        )
+        keras_internals.check(grouped_updates)
+        self.beta_1 = float(beta_1)
+        self.beta_2 = float(beta_2)
         self.epsilon = float(epsilon)
         self.block_size = block_size
         self.preconditioning_frequency = preconditioning_frequency
@@ -273,16 +247,15 @@ class Shampoo(keras.optimizers.Optimizer):
         self.embedding_pattern = embedding_pattern
         self.diagonal_variables = list(diagonal_variables) if diagonal_variables else []
         self.root_method = root_method
-        # Update all variables of a device set at once (blocks of a shape
-        # batched); False: Keras's one `update_step` per variable. Same math.
-        self._group_updates = True
+        self.grouped_updates = grouped_updates
+        self._last_update_groups = ()
 
     def get_config(self):
         config = super().get_config()
         config.update(
             {
-                "beta1": self.beta1,
-                "beta2": self.beta2,
+                "beta_1": self.beta_1,
+                "beta_2": self.beta_2,
                 "epsilon": self.epsilon,
                 "block_size": self.block_size,
                 "preconditioning_frequency": self.preconditioning_frequency,
@@ -298,6 +271,7 @@ class Shampoo(keras.optimizers.Optimizer):
                 "embedding_pattern": self.embedding_pattern,
                 "diagonal_variables": list(self.diagonal_variables),
                 "root_method": self.root_method,
+                "grouped_updates": self.grouped_updates,
             }
         )
         return config
@@ -330,11 +304,13 @@ class Shampoo(keras.optimizers.Optimizer):
     def build(self, var_list):
         """Creates the optimizer state.
 
-        Per variable: `momentum` (if `beta1 > 0`), the grafting accumulator
+        Per variable: `momentum` (if `beta_1 > 0`), the grafting accumulator
         (Adam / AdaGrad / RMSprop grafting) and, for preconditioned variables,
         the statistics and roots of each preconditioned side, shaped
-        `[num_blocks, chunk, chunk]`. Plus two int64 counters:
-        `root_failures` and `skipped_updates`.
+        `[num_blocks, chunk, chunk]` and named `<variable path>_stats_left`,
+        `..._root_left` (`/` replaced by `_`; the same for the right side).
+        Plus two int64 counters: `root_failures` and `skipped_updates`.
+        `preconditioner_state(variable)` reads a variable's state back.
         """
         if self.built:
             return
@@ -349,13 +325,15 @@ class Shampoo(keras.optimizers.Optimizer):
         self._stats_right = [None] * n
         self._roots_left = [None] * n
         self._roots_right = [None] * n
+        self._variable_paths = [None] * n  # strings: a list of variables would be tracked as state
         for var in var_list:
             if self._overwrite_variable_with_gradient(var):
                 continue
             i = self._get_variable_index(var)
             plan = self.plan_for(var)
             self._plans[i] = plan
-            if self.beta1 > 0:
+            self._variable_paths[i] = self._variable_path(var)
+            if self.beta_1 > 0:
                 self._momentums[i] = self.add_variable_from_reference(var, name="momentum")
             if self.grafting in ("adam", "adagrad", "rmsprop"):
                 self._graft_accumulators[i] = self.add_variable_from_reference(var, name="graft")
@@ -385,11 +363,106 @@ class Shampoo(keras.optimizers.Optimizer):
             "shampoo_skipped_updates": int(self.skipped_updates.numpy()),
         }
 
+    def preconditioner_state(self, variable):
+        """A NumPy snapshot of what Shampoo keeps for one variable.
+
+        Args:
+            variable: a trainable variable of the built optimizer, its path
+                (`"dense_1/kernel"`) or a unique suffix of it (`"kernel"`).
+
+        Returns:
+            A `PreconditionerState` (frozen; its arrays are read-only
+            copies): `kind` (`"kronecker"` / `"diagonal"`), the block `plan`,
+            `root_exponent`, `statistics_left` / `statistics_right` and
+            `root_left` / `root_right` (`[num_blocks, d, d]`, None for a side
+            without a factor), `momentum` and `graft_accumulator`.
+
+        Raises:
+            ValueError: the optimizer is not built, or no single variable of
+                it matches `variable` (the message lists its variables).
+
+        Example:
+
+        >>> import numpy as np
+        >>> opt = Shampoo(start_preconditioning_step=0, preconditioning_frequency=1)
+        >>> w = keras.Variable(np.ones((4, 3), "float32"), name="kernel")
+        >>> opt.apply([keras.ops.ones((4, 3))], [w])
+        >>> state = opt.preconditioner_state("kernel")
+        >>> state.kind, state.root_left.shape, state.root_right.shape
+        ('kronecker', (1, 4, 4), (1, 3, 3))
+        """
+        i = self._state_index(variable)
+        plan = self._plans[i]
+        if plan is None:
+            raise ValueError(
+                f"Variable {self._variable_paths[i] or variable!r} is overwritten with its gradient "
+                "(`overwrite_with_gradient`): Shampoo keeps no state for it."
+            )
+
+        def snapshot(state):
+            if state is None:
+                return None
+            array = np.array(state.numpy())
+            array.setflags(write=False)
+            return array
+
+        return PreconditionerState(
+            path=self._variable_paths[i],
+            kind="diagonal" if plan.diagonal else "kronecker",
+            plan=plan,
+            root_exponent=None if plan.diagonal else self._root_exponent(plan),
+            statistics_left=snapshot(self._stats_left[i]),
+            statistics_right=snapshot(self._stats_right[i]),
+            root_left=snapshot(self._roots_left[i]),
+            root_right=snapshot(self._roots_right[i]),
+            momentum=snapshot(self._momentums[i]),
+            graft_accumulator=snapshot(self._graft_accumulators[i]),
+        )
+
+    def _state_index(self, variable):
+        """The index of a variable given itself, its path or a unique path suffix."""
+        if not self.built:
+            raise ValueError(
+                "The optimizer is not built yet: train a step (or call `optimizer.build(variables)`) first."
+            )
+        if not isinstance(variable, str):
+            try:
+                return self._get_variable_index(variable)
+            except KeyError:
+                variable = self._variable_path(variable)
+        matches = [
+            i
+            for i, path in enumerate(self._variable_paths)
+            if path is not None and (path == variable or path.endswith("/" + variable))
+        ]
+        if len(matches) != 1:
+            what = "No" if not matches else "More than one"
+            raise ValueError(
+                f"{what} variable of the optimizer matches {variable!r}; its variables are "
+                f"{[p for p in self._variable_paths if p is not None]}."
+            )
+        return matches[0]
+
+    @property
+    def last_update_groups(self):
+        """The groups of the last traced update, as tuples of variable paths.
+
+        Each group is the preconditioned variables whose blocks shared the
+        batched ops of one update (same block shape, sides and root
+        exponent). Recorded when the update runs in Python: every step when
+        eager, once per trace inside `tf.function`. With `grouped_updates=True`
+        a step's group holds every variable of a device set with that block
+        layout; with `False` (one `update_step` per variable) a group has one
+        variable. For looking at (and testing) how a step is batched.
+        """
+        return self._last_update_groups
+
     def state_bytes(self):
         """Bytes of optimizer state, without the step counter and learning rate."""
-        skip = {id(self._iterations)}
-        if isinstance(self._learning_rate, keras.Variable):
-            skip.add(id(self._learning_rate))
+        skip = {id(self.iterations)}
+        learning_rate = keras_internals.learning_rate_variable(self)
+        if learning_rate is not None:
+            skip.add(id(learning_rate))
         total = 0
         for v in self.variables:
             if id(v) in skip:
@@ -399,20 +472,15 @@ class Shampoo(keras.optimizers.Optimizer):
 
     # ----------------------------------------------------------------- update
 
-    def _backend_update_step(self, grads, trainable_variables, learning_rate):
-        # The scalars every variable's update needs (bias corrections, step
-        # gates) are computed once per step here rather than once per
-        # variable: on CPU the per-variable update is dominated by the number
-        # of ops, not their size. They travel to `update_step` in place of the
-        # learning rate (through `tf.distribute` like the learning rate does).
-        return super()._backend_update_step(grads, trainable_variables, self._step_scalars(learning_rate))
-
     def _step_scalars(self, learning_rate):
+        """The scalars of one step every variable's update uses: learning
+        rate, bias corrections, and the statistics / roots / preconditioning
+        gates of the current iteration."""
         it = tf.cast(tf.convert_to_tensor(self.iterations), tf.int64)
         t = tf.cast(it + 1, tf.float32)
         lr = tf.cast(learning_rate, tf.float32)
-        if self.beta1 > 0:
-            b1 = tf.constant(self.beta1, tf.float32)
+        if self.beta_1 > 0:
+            b1 = tf.constant(self.beta_1, tf.float32)
             scale = 1.0 / (1.0 - tf.pow(b1, t + 1.0 if self.nesterov else t))
         else:
             scale = tf.constant(1.0, tf.float32)
@@ -429,46 +497,23 @@ class Shampoo(keras.optimizers.Optimizer):
             "roots_due": tf.logical_and(it >= start, tf.equal((it - start) % pf, 0)),
             "preconditioning": it >= start,
         }
-        if self.beta2 < 1.0:
+        if self.beta_2 < 1.0:
             # Bias correction of the statistics: number of updates so far.
             count = tf.cast(it // sf + 1, tf.float32)
-            scalars["statistics_correction"] = 1.0 - tf.pow(tf.constant(self.beta2, tf.float32), count)
+            scalars["statistics_correction"] = 1.0 - tf.pow(tf.constant(self.beta_2, tf.float32), count)
         return scalars
 
     def update_step(self, gradient, variable, learning_rate):
         """The update of one variable (Keras's per-variable API).
 
-        Training goes through `_distributed_tf_update_step`, which updates
-        all variables of a device set at once; this entry point is the same
-        update for a single variable.
+        With `grouped_updates=True` training updates all the variables of a
+        device set at once (`keras_internals.GroupedUpdateHooks`); this entry
+        point is the same update for a single variable, and the one Keras
+        calls with `grouped_updates=False`.
         """
         if not isinstance(learning_rate, dict):
             learning_rate = self._step_scalars(learning_rate)
         self._update_variables([gradient], [variable], learning_rate)
-
-    def _distributed_tf_update_step(self, distribution, grads_and_vars, learning_rate):
-        # Keras's TF optimizer calls `update_step` once per variable, each in
-        # its own `distribution.extended.update`. Shampoo updates all the
-        # variables placed on the same devices in one `update` (per replica,
-        # with the all-reduced gradients, as Keras does), so that the blocks
-        # of one shape share each elementwise op and the counters are
-        # assigned once per step: on CPU a small model's step costs per op,
-        # not per flop. Variables on other devices (parameter servers, pinned
-        # tables) form separate calls.
-        if not self._group_updates:
-            return super()._distributed_tf_update_step(distribution, grads_and_vars, learning_rate)
-        by_devices = {}
-        for grad, var in grads_and_vars:
-            by_devices.setdefault(_devices_of(var), []).append((grad, var))
-        for pairs in by_devices.values():
-            variables = [var for _, var in pairs]
-
-            def update_all(_, grads, scalars, variables=variables):
-                self._update_variables(grads, variables, scalars)
-
-            distribution.extended.update(
-                variables[0], update_all, args=([grad for grad, _ in pairs], learning_rate), group=False
-            )
 
     def _update_variables(self, grads, variables, scalars):
         """The update of `variables` (one replica's copies) by `grads`.
@@ -525,6 +570,8 @@ class Shampoo(keras.optimizers.Optimizer):
             key = (plan.chunk, plan.precondition, self._root_exponent(plan))
             groups.setdefault(key, []).append(_Member(i, plan, variable, g, numerator, graft))
         groups = [(BlockGroup([m.plan for m in members]), members, key[2]) for key, members in groups.items()]
+        paths = self._variable_paths
+        self._last_update_groups = tuple(tuple(paths[m.index] for m in members) for _, members, _ in groups)
         if not groups:
             self.skipped_updates.assign_add(_count_false(applied))
             return
@@ -536,13 +583,13 @@ class Shampoo(keras.optimizers.Optimizer):
 
     def _momentum_direction(self, i, g):
         """The momentum-filtered gradient up to the scalar `scale` (bias correction)."""
-        if self.beta1 == 0:
+        if self.beta_1 == 0:
             return g
         m = self._momentums[i]
-        self.assign_add(m, (g - _read(m)) * (1.0 - self.beta1))
+        self.assign_add(m, (g - _read(m)) * (1.0 - self.beta_1))
         numerator = _read(m)
         if self.nesterov:
-            numerator = self.beta1 * numerator + (1.0 - self.beta1) * g
+            numerator = self.beta_1 * numerator + (1.0 - self.beta_1) * g
         return numerator
 
     def _graft_direction(self, i, g, numerator):
@@ -600,11 +647,11 @@ class Shampoo(keras.optimizers.Optimizer):
                     # A statistic that would overflow is not accumulated.
                     finite, finite_members = group.all_per_member(tf.math.is_finite(group.block_sums(outer)))
                     outer = _zero_unless(finite, outer)
-                    if self.beta2 == 1.0:
+                    if self.beta_2 == 1.0:
                         delta = outer
                     else:
                         current = group.stack([_read(s) for s in stats], broadcast=True)
-                        delta = (outer - current) * (1.0 - self.beta2)
+                        delta = (outer - current) * (1.0 - self.beta_2)
                     for s, d in zip(stats, group.unstack(delta)):
                         self.assign_add(s, d)
                     accumulated.append(finite_members)
@@ -667,17 +714,121 @@ class Shampoo(keras.optimizers.Optimizer):
         return ok_members
 
 
+def _renamed_betas(kwargs, beta_1, beta_2):
+    """`(beta_1, beta_2)`, taking the deprecated `beta1` / `beta2` out of `kwargs`.
+
+    The old keywords (and configs saved with them, through `from_config`)
+    are accepted for one release with a `DeprecationWarning`.
+    """
+    values = {"beta_1": beta_1, "beta_2": beta_2}
+    for old, new in (("beta1", "beta_1"), ("beta2", "beta_2")):
+        if old not in kwargs:
+            continue
+        value = kwargs.pop(old)
+        if values[new] != _DEFAULTS[new] and values[new] != value:
+            raise ValueError(
+                f"Pass `{new}` only (`{old}` is its deprecated name). Received: {new}={values[new]}, {old}={value}"
+            )
+        warnings.warn(
+            f"`Shampoo({old}=...)` is deprecated and will be removed in the next release: use `{new}={value!r}` "
+            "(the spelling of every Keras optimizer, e.g. `keras.optimizers.Adam`).",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        values[new] = value
+    return values["beta_1"], values["beta_2"]
+
+
+def _validate_arguments(
+    beta_1,
+    beta_2,
+    epsilon,
+    block_size,
+    preconditioning_frequency,
+    statistics_frequency,
+    start_preconditioning_step,
+    grafting,
+    grafting_beta2,
+    grafting_epsilon,
+    exponent_override,
+    max_preconditioner_dim,
+    large_dim_policy,
+    embedding_pattern,
+    diagonal_variables,
+    root_method,
+    grouped_updates,
+):
+    """Raises a `ValueError` saying what was expected for a bad `Shampoo` argument."""
+    if not 0.0 <= beta_1 < 1.0:
+        raise ValueError(f"`beta_1` must be in [0, 1). Received: beta_1={beta_1}")
+    if not 0.0 < beta_2 <= 1.0:
+        raise ValueError(f"`beta_2` must be in (0, 1] (1.0 sums the statistics). Received: beta_2={beta_2}")
+    if not epsilon > 0:
+        raise ValueError(f"`epsilon` must be a float > 0. Received: epsilon={epsilon}")
+    for key, value in (
+        ("block_size", block_size),
+        ("preconditioning_frequency", preconditioning_frequency),
+        ("statistics_frequency", statistics_frequency),
+        ("max_preconditioner_dim", max_preconditioner_dim),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"`{key}` must be an integer >= 1. Received: {key}={value!r}")
+    if (
+        isinstance(start_preconditioning_step, bool)
+        or not isinstance(start_preconditioning_step, int)
+        or start_preconditioning_step < 0
+    ):
+        raise ValueError(
+            "`start_preconditioning_step` must be an integer >= 0. "
+            f"Received: start_preconditioning_step={start_preconditioning_step!r}"
+        )
+    if grafting is not None and grafting not in GRAFTING_TYPES:
+        raise ValueError(
+            f"`grafting` must be one of {GRAFTING_TYPES} or None. Received: grafting={grafting!r}"
+        )
+    if not 0.0 < grafting_beta2 < 1.0:
+        raise ValueError(f"`grafting_beta2` must be in (0, 1). Received: grafting_beta2={grafting_beta2}")
+    if not grafting_epsilon > 0:
+        raise ValueError(f"`grafting_epsilon` must be > 0. Received: grafting_epsilon={grafting_epsilon}")
+    if exponent_override is not None and not exponent_override > 0:
+        raise ValueError(
+            "`exponent_override` must be None or a number p > 0 (roots L^(-1/p)). "
+            f"Received: exponent_override={exponent_override}"
+        )
+    if large_dim_policy not in LARGE_DIM_POLICIES:
+        raise ValueError(
+            f"`large_dim_policy` must be one of {LARGE_DIM_POLICIES}. "
+            f"Received: large_dim_policy={large_dim_policy!r}"
+        )
+    if root_method not in ROOT_METHODS:
+        raise ValueError(f"`root_method` must be one of {ROOT_METHODS}. Received: root_method={root_method!r}")
+    if root_method == "newton" and exponent_override is not None and int(exponent_override) != exponent_override:
+        raise ValueError(
+            "`root_method='newton'` needs an integer `exponent_override`. "
+            f"Received: exponent_override={exponent_override}"
+        )
+    if embedding_pattern is not None:
+        try:
+            re.compile(embedding_pattern)
+        except (re.error, TypeError) as e:
+            raise ValueError(
+                f"`embedding_pattern` must be a regular expression or None. "
+                f"Received: embedding_pattern={embedding_pattern!r} ({e})"
+            ) from None
+    if diagonal_variables is not None and (
+        isinstance(diagonal_variables, str) or not all(isinstance(p, str) for p in diagonal_variables)
+    ):
+        raise ValueError(
+            "`diagonal_variables` must be a list of regular expressions (strings). "
+            f"Received: diagonal_variables={diagonal_variables!r}"
+        )
+    if not isinstance(grouped_updates, bool):
+        raise ValueError(f"`grouped_updates` must be True or False. Received: grouped_updates={grouped_updates!r}")
+
+
 class _Member(collections.namedtuple("_Member", "index plan variable g numerator graft")):
     """A preconditioned variable in one step's update: its index, plan, the
     variable, its sanitised gradient, momentum direction and grafted direction."""
-
-
-def _devices_of(variable):
-    """The devices holding a variable's copies (one per replica when mirrored)."""
-    values = getattr(variable, "values", None)
-    if isinstance(values, (tuple, list)):
-        return tuple(v.device for v in values)
-    return (variable.device,)
 
 
 def _zero_unless(ok, x):
@@ -706,8 +857,6 @@ def _count_false(flags):
 
 
 if Shampoo.__doc__ is not None:
-    from keras.src.optimizers import optimizer as _keras_optimizer
-
     Shampoo.__doc__ = Shampoo.__doc__.replace(
-        "{{base_optimizer_keyword_args}}", _keras_optimizer.base_optimizer_keyword_args
+        "{{base_optimizer_keyword_args}}", keras_internals.base_optimizer_keyword_args()
     )

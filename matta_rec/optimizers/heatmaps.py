@@ -1,11 +1,11 @@
-"""Looking inside Shampoo: dump a variable's preconditioner, plot it as a heatmap.
+"""Preconditioner heatmaps: a Shampoo factor as a matrix, dumped or plotted.
 
 The paper's Figure 4 shows the Shampoo preconditioner of a nested layer, where
 the Student and TA blocks stand out. `plot_preconditioner` draws the same
 picture for any variable a built `Shampoo` optimizer preconditions:
 
 ```python
-from matta_rec.optimizers.inspect import dump_preconditioner, plot_preconditioner
+from matta_rec.optimizers.heatmaps import dump_preconditioner, plot_preconditioner
 dump_preconditioner(optimizer, "dense_1/kernel", "kernel_preconditioner.npz")
 plot_preconditioner(optimizer, "dense_1/kernel", "kernel_preconditioner.png",
                     side="right", boundaries=[student_width])
@@ -15,7 +15,8 @@ A factor of a blocked side is assembled block-diagonally over the chunks of
 that side (cross-chunk entries are not modelled by blocked Shampoo and are
 left at 0), summed over the blocks of the other side for the statistics and
 averaged for the roots. Use a `block_size` at least as large as the layer to
-see its whole factor.
+see its whole factor. Everything here reads the optimizer through its public
+`Shampoo.preconditioner_state(variable)`.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = [
-    "find_variable",
     "preconditioner_arrays",
     "assemble_factor",
     "correlation",
@@ -35,48 +35,37 @@ KINDS = ("statistics", "root")
 SIDES = ("left", "right")
 
 
-def find_variable(optimizer, variable):
-    """The optimizer's trainable variable given itself, its path or its name."""
-    if not getattr(optimizer, "built", False):
-        raise ValueError("The optimizer is not built yet: train a step (or call `optimizer.build(variables)`) first.")
-    if not isinstance(variable, str):
-        optimizer._get_variable_index(variable)  # raises KeyError if unknown
-        return variable
-    candidates = []
-    for v in optimizer._trainable_variables:
-        path = getattr(v, "path", None) or v.name
-        if variable in (path, v.name) or path.endswith("/" + variable):
-            candidates.append(v)
-    if len(candidates) != 1:
-        names = [getattr(v, "path", v.name) for v in optimizer._trainable_variables]
-        what = "No" if not candidates else "More than one"
-        raise ValueError(f"{what} variable matches {variable!r}; the optimizer's variables are {names}.")
-    return candidates[0]
-
-
 def preconditioner_arrays(optimizer, variable):
-    """Raw state of one variable: `{"stats_left", "stats_right", "root_left",
-    "root_right"}` (arrays `[num_blocks, chunk, chunk]`, absent sides left out)
-    plus the layout (`shape`, `matrix_shape`, `num_chunks`, `chunk`)."""
-    variable = find_variable(optimizer, variable)
-    i = optimizer._get_variable_index(variable)
-    plan = optimizer._plans[i]
+    """Raw state of one variable as a dict of arrays (what `dump_preconditioner` writes).
+
+    Args:
+        optimizer: a built `Shampoo`.
+        variable: the variable, its path or a unique suffix of its path.
+
+    Returns:
+        `{"shape"}` for a diagonal variable; otherwise also `matrix_shape`,
+        `num_chunks`, `chunk` and `stats_left` / `stats_right` / `root_left`
+        / `root_right` (`[num_blocks, chunk, chunk]`, sides without a factor
+        left out).
+    """
+    state = optimizer.preconditioner_state(variable)
+    plan = state.plan
     out = {"shape": np.array(plan.shape, np.int64)}
-    if plan.diagonal:
+    if state.kind == "diagonal":
         return out
     out.update(
         matrix_shape=np.array(plan.matrix_shape, np.int64),
         num_chunks=np.array(plan.num_chunks, np.int64),
         chunk=np.array(plan.chunk, np.int64),
     )
-    for name, state in (
-        ("stats_left", optimizer._stats_left[i]),
-        ("stats_right", optimizer._stats_right[i]),
-        ("root_left", optimizer._roots_left[i]),
-        ("root_right", optimizer._roots_right[i]),
+    for name, array in (
+        ("stats_left", state.statistics_left),
+        ("stats_right", state.statistics_right),
+        ("root_left", state.root_left),
+        ("root_right", state.root_right),
     ):
-        if state is not None:
-            out[name] = np.asarray(state.numpy())
+        if array is not None:
+            out[name] = array
     return out
 
 
@@ -85,7 +74,7 @@ def assemble_factor(optimizer, variable, side="right", kind="statistics"):
 
     Args:
         optimizer: a built `Shampoo`.
-        variable: the variable, its path or its name.
+        variable: the variable, its path or a unique suffix of its path.
         side: `"left"` (rows of the matrix view) or `"right"` (columns; the
             output units of a Dense kernel).
         kind: `"statistics"` (`sum/EMA of G G^T`) or `"root"` (the inverse
@@ -139,7 +128,6 @@ def dump_preconditioner(optimizer, variable, path):
         the path written.
     """
     path = str(path)
-    variable = find_variable(optimizer, variable)
     arrays = preconditioner_arrays(optimizer, variable)
     full = {}
     for side in SIDES:
@@ -148,7 +136,8 @@ def dump_preconditioner(optimizer, variable, path):
                 full[f"full_{kind}_{side}"] = assemble_factor(optimizer, variable, side, kind)
     if path.endswith(".npy"):
         if not full:
-            raise ValueError(f"Variable {variable.path!r} has no Kronecker factor to dump.")
+            name = optimizer.preconditioner_state(variable).path
+            raise ValueError(f"Variable {name!r} has no Kronecker factor to dump.")
         key = "full_statistics_right" if "full_statistics_right" in full else "full_statistics_left"
         np.save(path, full[key])
         return path
@@ -172,7 +161,7 @@ def plot_preconditioner(
 
     Args:
         optimizer: a built `Shampoo`.
-        variable: the variable, its path or its name.
+        variable: the variable, its path or a unique suffix of its path.
         path: the PNG to write.
         side: `"left"` or `"right"`; `None` picks the right side when it has
             a factor (a Dense kernel's output units), else the left.
@@ -191,10 +180,9 @@ def plot_preconditioner(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    variable = find_variable(optimizer, variable)
+    state = optimizer.preconditioner_state(variable)
     if side is None:
-        i = optimizer._get_variable_index(variable)
-        side = "right" if optimizer._stats_right[i] is not None else "left"
+        side = "right" if state.statistics_right is not None else "left"
     matrix = assemble_factor(optimizer, variable, side, kind)
     if normalize == "correlation":
         shown, cmap, vmin, vmax = correlation(matrix), "magma", 0.0, 1.0
@@ -211,8 +199,7 @@ def plot_preconditioner(
         ax.axhline(b - 0.5, color="cyan", linewidth=0.8)
         ax.axvline(b - 0.5, color="cyan", linewidth=0.8)
     fig.colorbar(im, ax=ax, label=normalize or kind)
-    name = getattr(variable, "path", variable.name)
-    ax.set_title(title or f"Shampoo {kind} ({side}) of {name}")
+    ax.set_title(title or f"Shampoo {kind} ({side}) of {state.path}")
     ax.set_xlabel("unit")
     ax.set_ylabel("unit")
     fig.tight_layout()
