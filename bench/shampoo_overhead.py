@@ -40,6 +40,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from matta_rec.optimizers import Shampoo  # noqa: E402
+from matta_rec.optimizers.keras_internals import learning_rate_variable  # noqa: E402
 
 
 def sample_logs(rows, seed, out_dir=None):
@@ -85,8 +86,9 @@ def make_step(model, optimizer):
 
 def adam_state_bytes(opt):
     skip = {id(opt.iterations)}
-    if isinstance(opt._learning_rate, keras.Variable):
-        skip.add(id(opt._learning_rate))
+    learning_rate = learning_rate_variable(opt)
+    if learning_rate is not None:
+        skip.add(id(learning_rate))
     return sum(int(np.prod(v.shape)) * tf.as_dtype(v.dtype).size for v in opt.variables if id(v) not in skip)
 
 
