@@ -48,7 +48,7 @@ def mirrored_strategy():
     """
     import tensorflow as tf
 
-    from matta_rec.training.loop import make_strategy
+    from matta_rec.training.distribute import make_strategy
 
     if len(tf.config.list_logical_devices("CPU")) < 2:
         pytest.skip("needs two logical CPU devices (tests/conftest.py)")

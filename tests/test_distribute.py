@@ -160,7 +160,7 @@ def test_trainer_fit_under_mirrored_strategy_matches_single_device():
     x, y = batch(n=256, seed=3)
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(64)
     results = {}
-    from matta_rec.training.loop import make_strategy
+    from matta_rec.training.distribute import make_strategy
 
     # The process-wide MirroredStrategy train_run uses (a second one would
     # collide with it on collective-op keys).

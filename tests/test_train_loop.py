@@ -120,23 +120,21 @@ def _read_trained_rows(path):
 @pytest.mark.slow
 def test_kill_minus_nine_and_resume_trains_every_row_exactly_once(logs, tmp_path):
     out = str(tmp_path / "run")
-    config = tiny_config(**{
-        "checkpoint.every_rows": 256,
-        "debug.trained_rows_column": "row_id",
-        "debug.step_delay_s": 0.4,
-        "metrics.window_rows": 100,
-    })
+    config = tiny_config(**{"checkpoint.every_rows": 256, "metrics.window_rows": 100})
     config_path = tmp_path / "run.yaml"
     import yaml
 
     config_path.write_text(yaml.safe_dump(config))
-    cmd = [sys.executable, "-m", "matta_rec.cli.main", "train", "--data", logs,
+    rows_log = str(tmp_path / "trained_rows.txt")
+    # tests/train_driver.py: train_run with a callback that logs the trained
+    # row ids batch by batch (before any checkpoint) and slows every step.
+    cmd = [sys.executable, os.path.join(ROOT, "tests", "train_driver.py"), "--data", logs,
            "--schema", os.path.join(logs, "schema.yaml"), "--out", out,
-           "--config", str(config_path)]
+           "--config", str(config_path), "--rows-file", rows_log]
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="-1", TF_CPP_MIN_LOG_LEVEL="2")
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(cmd + ["--step-delay", "0.4"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     ckpt_dir = os.path.join(out, "checkpoints")
-    rows_log = os.path.join(out, "debug", "trained_rows.txt")
     deadline = time.time() + 240
     # Kill once two checkpoints exist and the run has trained past the last one
     # (the trained-rows log is written batch by batch, before any checkpoint).
@@ -156,7 +154,7 @@ def test_kill_minus_nine_and_resume_trains_every_row_exactly_once(logs, tmp_path
     proc.wait()
     assert not os.path.exists(os.path.join(out, "metrics.json"))  # really died mid-stream
     crashed = load_run(out)  # no model.keras: rebuilt and restored from the last checkpoint
-    assert crashed.metrics == {} and crashed.config.debug.trained_rows_column == "row_id"
+    assert crashed.metrics == {} and crashed.config.checkpoint.every_rows == 256
     from matta_rec.data.reader import LogStream
 
     features, _ = next(iter(LogStream(logs, crashed.schema, batch_size=4).dataset()))
@@ -171,7 +169,7 @@ def test_kill_minus_nine_and_resume_trains_every_row_exactly_once(logs, tmp_path
     checkpoint_rows = metrics["resumed_from_rows"]
     assert 0 < checkpoint_rows < 1200 and metrics["rows_trained"] == 1200
 
-    first, second = _read_trained_rows(os.path.join(out, "debug", "trained_rows.txt"))
+    first, second = _read_trained_rows(rows_log)
     assert second["resume"] == checkpoint_rows
     # The killed run trained past its checkpoint; those updates died with it.
     assert max(r for r, _ in first["batches"]) > checkpoint_rows

@@ -3,12 +3,12 @@
 Public API::
 
     from matta_rec.training import RunConfig, MatTATrainer, train_run, load_run
+    from matta_rec.training import TrainingCallback   # hooks: train_run(..., callbacks=[...])
 """
 
 from matta_rec.training.config import (
     CheckpointConfig,
     DataConfig,
-    DebugConfig,
     LossConfig,
     MetricsConfig,
     OptimizerConfig,
@@ -20,7 +20,6 @@ from matta_rec.utils.lazy import lazy_attributes
 __all__ = [
     "CheckpointConfig",
     "DataConfig",
-    "DebugConfig",
     "DistillRamp",
     "LoadedRun",
     "LossConfig",
@@ -30,6 +29,8 @@ __all__ = [
     "OptimizerConfig",
     "RampConfig",
     "RunConfig",
+    "TrainingCallback",
+    "TrainingInfo",
     "load_run",
     "train_run",
 ]
@@ -41,6 +42,8 @@ _LAZY = {
     "MatTALoss": "matta_rec.training.losses",
     "MatTATrainer": "matta_rec.training.trainer",
     "train_run": "matta_rec.training.loop",
+    "TrainingCallback": "matta_rec.training.callbacks",
+    "TrainingInfo": "matta_rec.training.callbacks",
     "LoadedRun": "matta_rec.training.run_dir",
     "load_run": "matta_rec.training.run_dir",
 }

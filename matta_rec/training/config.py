@@ -202,7 +202,8 @@ class MetricsConfig:
         window_rows: rows per point of the online AucLoss curve in
             ``metrics.json`` (exact AUROC of the scored-before-trained
             predictions of that window).
-        progress: show a Keras progress bar.
+        progress: report progress: a progress bar with an ETA on a terminal,
+            else a plain line on stderr every 30 seconds; false = silent.
         tensorboard: write TensorBoard scalars to ``RUN_DIR/tensorboard``.
         log_every_steps: steps between TensorBoard points.
     """
@@ -215,26 +216,6 @@ class MetricsConfig:
     def __post_init__(self):
         _check(self.window_rows > 0, "metrics.window_rows must be > 0")
         _check(self.log_every_steps > 0, "metrics.log_every_steps must be > 0")
-
-
-@dataclasses.dataclass
-class DebugConfig:
-    """Debugging hooks (off by default).
-
-    Args:
-        trained_rows_column: name of a numeric feature whose values are
-            appended, batch by batch, to ``RUN_DIR/debug/trained_rows.txt``
-            together with the batch's ``rows_end`` (used by the
-            kill-and-resume test to check every row is trained exactly once).
-        step_delay_s: sleep this long after every step (slows a run down so
-            a test can kill it mid-stream).
-    """
-
-    trained_rows_column: str | None = None
-    step_delay_s: float = 0.0
-
-    def __post_init__(self):
-        _check(self.step_delay_s >= 0, "debug.step_delay_s must be >= 0")
 
 
 @dataclasses.dataclass
@@ -256,7 +237,6 @@ class RunConfig:
         data: stream options (:class:`DataConfig`).
         checkpoint: checkpoint cadence (:class:`CheckpointConfig`).
         metrics: online metrics (:class:`MetricsConfig`).
-        debug: debugging hooks (:class:`DebugConfig`).
 
     Example:
 
@@ -276,7 +256,6 @@ class RunConfig:
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     checkpoint: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)
     metrics: MetricsConfig = dataclasses.field(default_factory=MetricsConfig)
-    debug: DebugConfig = dataclasses.field(default_factory=DebugConfig)
     source: str = dataclasses.field(default="<dict>", compare=False)
 
     def __post_init__(self):

@@ -11,7 +11,6 @@ Layout (``RUN_DIR``)::
     progress.json        heartbeat of the running process (rows trained so far)
     metrics.json         online curve, final metrics, hold-out evaluation
     model.keras          the final nested model (all levels)
-    debug/               debugging hooks' output (see DebugConfig)
 
 Example:
 
@@ -41,7 +40,6 @@ TENSORBOARD = "tensorboard"
 METRICS = "metrics.json"
 MODEL = "model.keras"
 PROGRESS = "progress.json"
-DEBUG = "debug"
 
 _STATE = re.compile(r"^state-(\d+)\.json$")
 
@@ -66,7 +64,6 @@ class RunPaths:
             "metrics": METRICS,
             "model": MODEL,
             "progress": PROGRESS,
-            "debug": DEBUG,
         }
         if name in names:
             return os.path.join(self.root, names[name])
