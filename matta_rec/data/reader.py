@@ -18,6 +18,13 @@ before any of its rows is delivered; rows are then cut into batches of
 * ``skip_bad_shards=True`` quarantines shards that fail validation instead of
   raising, counts their rows and reports them (:meth:`LogStream.report` and a
   logged warning); nothing is dropped silently.
+* A shard's name, its identity in positions, quarantine entries and reports,
+  is its path relative to the data root (``root=``, e.g. ``--data``), so a
+  position saved while reading a list of files still resolves once the list
+  grows. A position carries the fingerprints of the shards trained before it
+  (:mod:`matta_rec.data.fingerprints`): a resume refuses logs that differ
+  from them, and a late shard (landed before the position, never trained) is
+  an error naming it, or quarantined with ``skip_bad_shards``.
 
 Memory is bounded by the shard being delivered, ``read_ahead`` shards loaded
 in the background and the ``tf.data`` prefetch queue, however long the stream.
