@@ -94,8 +94,11 @@ def export_benchmark_model(base: str, sizes: list[str]) -> tuple[dict, dict]:
     model = NestedRelevanceModel(schema, stats, ModelConfig(**MODEL))
     model(raw_rows(4))
     family = {i.name: i for i in model.list_submodels()}
-    if sizes == ["all-pareto"]:
+    if sizes == ["all"]:
         sizes = list(family)
+    elif "all-pareto" in sizes:
+        raise SystemExit("all-pareto needs a trained run's held-out AucLoss: use --run RUN_DIR "
+                         "--sizes all-pareto, or --sizes all for the untrained model")
     paths, flops = {}, {}
     for size in sizes:
         name = size_dir_name(size)
@@ -181,7 +184,8 @@ def main(argv=None) -> int:
     source.add_argument("--run", help="training run directory to export and time")
     source.add_argument("--export-base", help="already exported sizes (manifest.json)")
     parser.add_argument("--sizes", default="student,wnw:2,ta",
-                        help="sizes to export (default student,wnw:2,ta; or all-pareto)")
+                        help="sizes to export (default student,wnw:2,ta; all for the whole "
+                             "family; all-pareto with --run)")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--calls", type=int, default=5, help="calls per size per round")
     parser.add_argument("--threads", type=int, default=1,

@@ -160,3 +160,67 @@ def test_bad_sizes_are_clear_errors(run_and_export):
     with pytest.raises(ExportError, match="version"):
         export_run(run_dir, base, sizes="student", version=-1)
     assert not os.path.exists(os.path.join(base, "medium"))
+
+
+@pytest.fixture(scope="module")
+def holdout_exports(tmp_path_factory):
+    """A tiny run holding its last shard out, exported with --sizes all and all-pareto."""
+    from export_testlib import TINY_RUN
+
+    tmp = str(tmp_path_factory.mktemp("export_pareto"))
+    run_dir, logs = train_tiny_run(
+        tmp, config={"data": dict(TINY_RUN["data"], holdout_shards=1)})
+    out = {}
+    for sizes in ("all", "all-pareto"):
+        base = os.path.join(tmp, sizes)
+        code = main(["export", "--run", run_dir, "--out", base, "--sizes", sizes,
+                     "--data", logs, "--warmup-rows", "8", "--latency-repeats", "0"])
+        assert code == 0
+        out[sizes] = _manifest(base)
+    return run_dir, logs, out
+
+
+def test_all_is_every_member_and_all_pareto_its_front(holdout_exports):
+    from matta_rec.training import load_run
+    from matta_rec.utils.pareto import dominates
+
+    run_dir, _, manifests = holdout_exports
+    run = load_run(run_dir)
+    family = [i.name for i in run.model.list_submodels()]
+    every = {e["spec"]: e for e in manifests["all"]["sizes"]}
+    front = {e["spec"]: e for e in manifests["all-pareto"]["sizes"]}
+    assert sorted(every) == sorted(family)
+    assert set(front) <= set(every) and front
+    # Held-out AucLoss recorded for each exported size, measured on the held-out shard.
+    assert manifests["all"]["holdout"]["rows"] == 128
+    assert "held-out shard" in manifests["all"]["holdout"]["source"]
+    for level in ("student", "ta"):
+        recorded = run.metrics["holdout"]["target"][level]["auc_loss"]
+        assert every[level]["holdout_auc_loss"] == pytest.approx(recorded, abs=1e-6)
+    # The front is exactly the members no other member beats on (FLOPs, AucLoss).
+    point = {s: (e["flops"], e["holdout_auc_loss"]) for s, e in every.items()}
+    expected = {s for s in point if not any(dominates(point[o], point[s]) for o in point)}
+    assert set(front) == expected
+    table = {r["spec"]: r for r in manifests["all-pareto"]["pareto"]["members"]}
+    assert sorted(table) == sorted(family)
+    assert {s for s, r in table.items() if not r["dominated"]} == expected
+    for spec, entry in front.items():
+        assert entry["holdout_auc_loss"] == pytest.approx(every[spec]["holdout_auc_loss"])
+    assert "pareto" not in manifests["all"]
+
+
+def test_all_pareto_without_held_out_shards_is_a_clear_error(run_and_export):
+    from matta_rec.export.holdout import locate_holdout
+    from matta_rec.training import load_run
+
+    tmp, run_dir, logs, _ = run_and_export
+    base = os.path.join(tmp, "pareto_refused")
+    with pytest.raises(ExportError, match=r"all-pareto needs the run's held-out shards: "
+                       r"train with --set data.holdout_shards=N or pass --data HOLDOUT_DIR"):
+        export_run(run_dir, base, sizes="all-pareto", latency_repeats=0)
+    assert not os.path.exists(base)
+    # --data HOLDOUT_DIR: a run that held nothing out is measured on those shards.
+    run = load_run(run_dir)
+    assert locate_holdout(run, None, allow_data=True) is None
+    assert locate_holdout(run, logs, allow_data=False) is None
+    assert locate_holdout(run, logs, allow_data=True).files == logs

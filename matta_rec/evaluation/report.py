@@ -25,6 +25,7 @@ from typing import Any, Mapping, Sequence
 
 from matta_rec.errors import MattaError
 from matta_rec.utils.jsonsafe import to_json_safe
+from matta_rec.utils.pareto import non_dominated
 
 __all__ = [
     "load_curves",
@@ -416,12 +417,7 @@ def pareto_front(entries: Sequence[Mapping], cost_key: str) -> list[str]:
         (e[cost_key], e["auc_loss"], e["name"]) for e in entries
         if e.get(cost_key) is not None and e.get("auc_loss") is not None
     )
-    front, best = [], math.inf
-    for cost, loss, name in points:
-        if loss < best:
-            front.append(name)
-            best = loss
-    return front
+    return [points[i][2] for i in non_dominated([p[:2] for p in points])]
 
 
 def _pyplot():

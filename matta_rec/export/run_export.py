@@ -1,7 +1,8 @@
 """Export the chosen sizes of a training run, and write ``manifest.json``.
 
 For each size (``student``, ``ta``, any Mix'n'Match spec such as ``wnw:2``,
-or every member of the model's family with ``all-pareto``) the run's nested
+every member of the model's family with ``all``, or the members on the
+(FLOPs, held-out AucLoss) Pareto front with ``all-pareto``) the run's nested
 model is cut down with ``model.extract(spec)`` (only the sliced weights) and
 exported with :func:`~matta_rec.export.savedmodel.export_model` to
 ``EXPORT_BASE/<size_name>/<version>/``.  All sizes of one export share the
@@ -14,29 +15,40 @@ version number and the raw-feature signature.
                 "path": "student/N", "params": ..., "saved_params": ...,
                 "flops": ..., "size_bytes": ..., "latency_ms": <batch 1 median>,
                 "latency": {"1": {...}, "256": {...}}, "run": RUN_DIR,
-                "exported_at": "..."}, ...]}
+                "exported_at": "...", "holdout_auc_loss": ...}, ...],
+     "holdout": {"source": "...", "rows": R, "label": "event"},
+     "pareto": {"axes": ["flops", "holdout_auc_loss"],
+                "members": [{"spec", "flops", "holdout_auc_loss", "dominated"}, ...]}}
 
 ``sizes`` holds the latest export of every size ever exported to the base.
+``holdout_auc_loss`` and ``holdout`` are there when the run's held-out
+shards were found (see :mod:`matta_rec.export.holdout`); ``pareto`` lists
+every family member of the latest ``all-pareto`` export, dominated ones too.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import os
 import re
-from typing import Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from matta_rec.errors import MattaError
+from matta_rec.export.holdout import NEEDS_HOLDOUT, holdout_auc_losses, locate_holdout
 from matta_rec.export.latency import measure_latency
-from matta_rec.export.publish import ExportError, existing_versions, write_file_atomic
+from matta_rec.export.publish import ExportError, existing_versions
 from matta_rec.export.savedmodel import export_model
 from matta_rec.export.warmup import rows_to_arrays
+from matta_rec.utils.files import write_file_atomic
+from matta_rec.utils.pareto import non_dominated
 
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
+ALL = "all"
 ALL_PARETO = "all-pareto"
 DEFAULT_SIZES = ("student", "ta")
 
@@ -100,51 +112,108 @@ def _level_names(model) -> tuple[str, ...]:
     return tuple(levels)
 
 
-def resolve_sizes(model, sizes: Sequence[str] | str) -> list:
-    """``[(spec, info-or-None)]`` for the requested sizes, validated against the model."""
-    from matta_rec.models import SubmodelSpec
+@dataclasses.dataclass
+class Size:
+    """One size to export.
 
+    Args:
+        spec: its :class:`~matta_rec.models.SubmodelSpec`.
+        info: its ``SubmodelInfo`` (params, FLOPs) when it is a family member.
+        pareto: it came from ``all-pareto`` (kept only when not dominated).
+    """
+
+    spec: Any
+    info: Any = None
+    pareto: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+def _split_sizes(sizes: Sequence[str] | str) -> list[str]:
     if isinstance(sizes, str):
         sizes = [s for s in sizes.split(",") if s.strip()]
     sizes = [str(s).strip() for s in sizes]
     if not sizes:
         raise ExportError("no sizes to export; pass e.g. --sizes student,ta")
+    return sizes
+
+
+def _check_dir_names(chosen: Sequence[Size]) -> None:
+    dirs = {}
+    for size in chosen:
+        d = size_dir_name(size.name)
+        if d in dirs:
+            raise ExportError(
+                f"sizes {dirs[d]!r} and {size.name!r} map to the same folder '{d}'; export "
+                "them separately"
+            )
+        dirs[d] = size.name
+
+
+def resolve_sizes(model, sizes: Sequence[str] | str) -> list[Size]:
+    """The requested sizes as :class:`Size` objects, validated against the model.
+
+    ``all`` is every member of the model's family (``model.list_submodels()``);
+    ``all-pareto`` is the same members marked :attr:`Size.pareto`, to be
+    filtered by :func:`pareto_sizes` once their held-out AucLoss is known.
+    A size named explicitly is never filtered.
+    """
+    from matta_rec.models import SubmodelSpec
+
+    sizes = _split_sizes(sizes)
     family = {info.name: info for info in model.list_submodels()}
     levels = _level_names(model)
     if tuple(sizes) == DEFAULT_SIZES:
         # A one-level run (mode student / ta) only has its own size.
         sizes = [s for s in sizes if s in levels] or list(levels)
-    chosen, names = [], set()
+    chosen: dict[str, Size] = {}
     for text in sizes:
-        if text == ALL_PARETO:
-            specs = [(info.spec, info) for info in family.values()]
+        if text in (ALL, ALL_PARETO):
+            found = [Size(info.spec, info, pareto=text == ALL_PARETO) for info in family.values()]
         else:
             try:
                 spec = SubmodelSpec.parse(text)
             except MattaError as exc:
                 raise ExportError(f"--sizes: {exc}") from exc
-            specs = [(spec, family.get(spec.name))]
-        for spec, info in specs:
-            if spec.name in names:
+            found = [Size(spec, family.get(spec.name))]
+        for size in found:
+            if size.name in chosen:
+                chosen[size.name].pareto &= size.pareto  # named explicitly: always kept
                 continue
             architecture = getattr(model, "architecture", None)
             if architecture is not None:
                 try:
-                    spec.resolve(architecture)
+                    size.spec.resolve(architecture)
                 except MattaError as exc:
                     raise ExportError(f"--sizes {text!r}: {exc}") from exc
-            names.add(spec.name)
-            chosen.append((spec, info))
-    dirs = {}
-    for spec, _ in chosen:
-        d = size_dir_name(spec.name)
-        if d in dirs:
-            raise ExportError(
-                f"sizes {dirs[d]!r} and {spec.name!r} map to the same folder '{d}'; export "
-                "them separately"
-            )
-        dirs[d] = spec.name
-    return chosen
+            chosen[size.name] = size
+    _check_dir_names(list(chosen.values()))
+    return list(chosen.values())
+
+
+def pareto_sizes(chosen: Sequence[Size], auc_loss: Mapping[str, float]) -> tuple[list[Size], list]:
+    """Drop the ``all-pareto`` members dominated on (FLOPs, held-out AucLoss).
+
+    Domination is decided among the ``all-pareto`` members (the whole
+    family); sizes named explicitly are kept whatever their place.
+
+    Args:
+        chosen: what :func:`resolve_sizes` returned.
+        auc_loss: ``{size name: held-out AucLoss}`` of every pareto member.
+
+    Returns:
+        ``(kept sizes, [{"spec", "flops", "holdout_auc_loss", "dominated"}, ...])``
+        (the second lists every ``all-pareto`` member, for the manifest).
+    """
+    members = [s for s in chosen if s.pareto]
+    front = {members[i].name for i in non_dominated(
+        [(int(s.info.flops), float(auc_loss[s.name])) for s in members])}
+    table = [{"spec": s.name, "flops": int(s.info.flops),
+              "holdout_auc_loss": float(auc_loss[s.name]), "dominated": s.name not in front}
+             for s in members]
+    return [s for s in chosen if not s.pareto or s.name in front], table
 
 
 def _size_facts(model, spec, info) -> tuple[int | None, int | None]:
@@ -188,6 +257,119 @@ def run_rows(run, rows: int, data=None) -> dict:
     )
 
 
+def _check_version(version) -> None:
+    if version is not None and (isinstance(version, bool) or not isinstance(version, int)
+                                or version < 0):
+        raise ExportError(f"--version must be a non-negative integer, got {version!r}")
+
+
+def _pick_version(export_base: str, names: Sequence[str], version, overwrite: bool) -> int:
+    """The version to write: the given one (refused if taken) or the next free one."""
+    if version is None:
+        version = next_version(export_base, names)
+    clashes = [n for n in names if os.path.exists(os.path.join(export_base, n, str(version)))]
+    if clashes and not overwrite:
+        raise ExportError(
+            f"version {version} already exists for {clashes} under {export_base}; pick "
+            "another --version (or leave it out for the next one) or pass --overwrite"
+        )
+    return version
+
+
+def _measure_holdout(run, chosen: list[Size], subs: dict, data, say) -> tuple[list, dict]:
+    """Held-out AucLoss of the sizes; the ``all-pareto`` members filtered by it.
+
+    Returns:
+        ``(kept sizes, facts)``: ``facts`` is ``{}`` when no held-out rows
+        were found (and no size needs them), else ``{"auc_loss": {name:
+        loss}, "holdout": {...}}`` with the ``all-pareto`` table when asked.
+    """
+    needs = any(s.pareto for s in chosen)
+    found = locate_holdout(run, data, allow_data=needs)
+    if found is None:
+        if needs:
+            raise ExportError(NEEDS_HOLDOUT)
+        say("held-out AucLoss not measured: the run recorded no held-out shards under --data")
+        return chosen, {}
+    say(f"measuring held-out AucLoss of {len(chosen)} size(s) on {found.source}")
+    scores = holdout_auc_losses({s.name: subs[s.name] for s in chosen}, found.files, run.schema)
+    holdout = {"source": found.source, "rows": scores.rows, "label": scores.label}
+    facts = {"auc_loss": scores.auc_loss, "holdout": holdout}
+    if needs:
+        kept, table = pareto_sizes(chosen, scores.auc_loss)
+        facts["pareto"] = {"axes": ["flops", "holdout_auc_loss"], "members": table}
+        dropped = [row["spec"] for row in table if row["dominated"]]
+        say(f"all-pareto: {len(table) - len(dropped)} of {len(table)} members on the front"
+            + (f"; dominated: {', '.join(dropped)}" if dropped else ""))
+        chosen = kept
+    return chosen, facts
+
+
+def _export_size(run, size: Size, sub, target: str, rows: dict, feeds: dict, *,
+                 overwrite: bool, latency_repeats: int, batch_sizes) -> dict:
+    """Export one extracted size to ``target``, check it serves like ``sub``;
+    its facts for the manifest entry."""
+    import tensorflow as tf
+
+    expected = np.asarray(sub(feeds, training=False)).reshape(-1)
+    params, flops = _size_facts(run.model, size.spec, size.info)
+    name = os.path.basename(os.path.dirname(target))
+    path = export_model(
+        sub, run.schema, target, warmup=rows, overwrite=overwrite, model_name=name,
+        metadata={"size": name, "spec": size.name, "run": run.run_dir, "params": params,
+                  "flops": flops},
+    )
+    loaded = tf.saved_model.load(path)
+    served = loaded.signatures["serving_default"](**feeds)["logit"].numpy()
+    if not np.allclose(served, expected, atol=1e-4, rtol=1e-4):
+        raise ExportError(
+            f"size {size.name}: the SavedModel at {path} disagrees with the in-process "
+            f"model (max |diff| {np.max(np.abs(served - expected)):.3g}); not publishing "
+            "it in the manifest"
+        )
+    entry = {
+        "params": params if params is not None else int(sub.count_params()),
+        "saved_params": saved_model_params(path),
+        "flops": flops,
+        "size_bytes": saved_model_bytes(path),
+        "run": run.run_dir,
+        "exported_at": _now(),
+    }
+    if latency_repeats:
+        latency = measure_latency(loaded, rows, batch_sizes=batch_sizes, repeats=latency_repeats)
+        entry["latency"] = {str(b): r for b, r in latency.items()}
+        entry["latency_ms"] = latency[min(latency)]["median_ms"]
+    return entry
+
+
+def _describe(entry: Mapping) -> str:
+    text = (f"  params {entry['params']:,}  flops {entry['flops']}  "
+            f"{entry['size_bytes'] / 1024:.0f} KiB")
+    if "holdout_auc_loss" in entry:
+        text += f"  held-out AucLoss {entry['holdout_auc_loss']:.4f}"
+    if "latency_ms" in entry:
+        text += f"  latency {entry['latency_ms']:.2f} ms"
+    return text
+
+
+def _write_manifest(export_base: str, manifest: dict, entries: list, run_dir: str,
+                    version: int, facts: Mapping) -> dict:
+    """Merge this export's entries into the manifest and write it atomically."""
+    new = {e["name"] for e in entries}
+    kept = [e for e in manifest.get("sizes", []) if e.get("name") not in new]
+    manifest = {
+        **{k: v for k, v in manifest.items() if k not in ("holdout", "pareto")},
+        "format_version": MANIFEST_VERSION,
+        "updated_at": _now(),
+        "run": run_dir,
+        "version": version,
+        "sizes": sorted(kept + entries, key=lambda e: (e.get("flops") or 0, e["name"])),
+        **{k: facts[k] for k in ("holdout", "pareto") if k in facts},
+    }
+    write_file_atomic(os.path.join(export_base, MANIFEST), json.dumps(manifest, indent=1))
+    return manifest
+
+
 def export_run(
     run_dir: str | os.PathLike,
     export_base: str | os.PathLike,
@@ -207,15 +389,19 @@ def export_run(
         run_dir: a directory written by ``matta-rec train``.
         export_base: the folder TF Serving watches (``EXPORT_BASE``).
         sizes: size names / Mix'n'Match specs (``"student"``, ``"ta"``,
-            ``"wnw:2"``...), a comma-separated string, or ``"all-pareto"``
-            for the model's whole family (``model.list_submodels()``).  The
-            default exports the Student and the TA (the one level of a
-            one-level run).
+            ``"wnw:2"``...), a comma-separated string, ``"all"`` for every
+            member of the model's family (``model.list_submodels()``) or
+            ``"all-pareto"`` for the members no other member beats on both
+            FLOPs and held-out AucLoss.  The default exports the Student and
+            the TA (the one level of a one-level run).
         version: integer version; default: one more than the highest
             version any of the chosen sizes already has.
         overwrite: replace existing versions instead of refusing.
-        data: log shards to take warmup / latency rows from; default: the
-            example rows the run recorded with its checkpoints.
+        data: log shards to take warmup / latency rows from (default: the
+            example rows the run recorded with its checkpoints).  The run's
+            held-out shards are looked up under its root; for
+            ``all-pareto`` of a run that held nothing out, ``data`` is the
+            held-out set itself.
         warmup_rows: rows used for warmup requests and latency batches.
         latency_repeats: timed calls per batch size (median reported);
             0 skips the latency measurement.
@@ -223,7 +409,13 @@ def export_run(
         log: ``log(message)`` progress callback.
 
     Returns:
-        The manifest (also written to ``EXPORT_BASE/manifest.json``).
+        The manifest (also written to ``EXPORT_BASE/manifest.json``); each
+        size's ``holdout_auc_loss`` is there when the held-out rows were found.
+
+    Raises:
+        ExportError: bad sizes or version, an existing version without
+            ``overwrite``, ``all-pareto`` without held-out rows, a SavedModel
+            that does not serve like the in-process model.
 
     Example:
 
@@ -237,83 +429,31 @@ def export_run(
     say = log or (lambda message: None)
     run_dir = os.path.abspath(os.fspath(run_dir))
     export_base = os.path.abspath(os.fspath(export_base))
-    if version is not None and (isinstance(version, bool) or not isinstance(version, int)
-                                or version < 0):
-        raise ExportError(f"--version must be a non-negative integer, got {version!r}")
+    _check_version(version)
     run = load_run(run_dir)
-    model = run.model
-    chosen = resolve_sizes(model, sizes)
-    names = [size_dir_name(spec.name) for spec, _ in chosen]
-    if version is None:
-        version = next_version(export_base, names)
-    clashes = [n for n in names if os.path.exists(os.path.join(export_base, n, str(version)))]
-    if clashes and not overwrite:
-        raise ExportError(
-            f"version {version} already exists for {clashes} under {export_base}; pick "
-            "another --version (or leave it out for the next one) or pass --overwrite"
-        )
+    chosen = resolve_sizes(run.model, sizes)
     manifest = read_manifest(export_base)  # fail on a broken manifest before exporting
     rows = rows_to_arrays(run_rows(run, warmup_rows, data), run.schema)
     feeds = {k: tf.constant(v) for k, v in rows.items()}
+    subs = {s.name: run.model.extract(s.spec) for s in chosen}
+    chosen, facts = _measure_holdout(run, chosen, subs, data, say)
+    names = [size_dir_name(s.name) for s in chosen]
+    version = _pick_version(export_base, names, version, overwrite)
 
     entries = []
-    for (spec, info), name in zip(chosen, names):
-        say(f"exporting {spec.name} -> {name}/{version}")
-        sub = model.extract(spec)
-        expected = np.asarray(sub(feeds, training=False)).reshape(-1)
-        params, flops = _size_facts(model, spec, info)
-        path = export_model(
-            sub,
-            run.schema,
-            os.path.join(export_base, name, str(version)),
-            warmup=rows,
-            overwrite=overwrite,
-            model_name=name,
-            metadata={"size": name, "spec": spec.name, "run": run_dir, "params": params,
-                      "flops": flops},
-        )
-        loaded = tf.saved_model.load(path)
-        served = loaded.signatures["serving_default"](**feeds)["logit"].numpy()
-        if not np.allclose(served, expected, atol=1e-4, rtol=1e-4):
-            raise ExportError(
-                f"size {spec.name}: the SavedModel at {path} disagrees with the in-process "
-                f"model (max |diff| {np.max(np.abs(served - expected)):.3g}); not publishing "
-                "it in the manifest"
-            )
-        entry = {
-            "name": name,
-            "spec": spec.name,
-            "version": version,
-            "path": os.path.relpath(path, export_base),
-            "params": params if params is not None else int(sub.count_params()),
-            "saved_params": saved_model_params(path),
-            "flops": flops,
-            "size_bytes": saved_model_bytes(path),
-            "run": run_dir,
-            "exported_at": _now(),
-        }
-        if latency_repeats:
-            latency = measure_latency(loaded, rows, batch_sizes=batch_sizes,
-                                      repeats=latency_repeats)
-            entry["latency"] = {str(b): r for b, r in latency.items()}
-            entry["latency_ms"] = latency[min(latency)]["median_ms"]
+    for size, name in zip(chosen, names):
+        say(f"exporting {size.name} -> {name}/{version}")
+        facts_of_size = _export_size(run, size, subs[size.name],
+                                     os.path.join(export_base, name, str(version)), rows, feeds,
+                                     overwrite=overwrite, latency_repeats=latency_repeats,
+                                     batch_sizes=batch_sizes)
+        entry = {"name": name, "spec": size.name, "version": version,
+                 "path": os.path.join(name, str(version)), **facts_of_size}
+        if size.name in facts.get("auc_loss", {}):
+            entry["holdout_auc_loss"] = facts["auc_loss"][size.name]
         entries.append(entry)
-        say(f"  params {entry['params']:,}  flops {entry['flops']}  "
-            f"{entry['size_bytes'] / 1024:.0f} KiB"
-            + (f"  latency {entry['latency_ms']:.2f} ms" if "latency_ms" in entry else ""))
-
-    new = {e["name"] for e in entries}
-    kept = [e for e in manifest.get("sizes", []) if e.get("name") not in new]
-    manifest = {
-        **manifest,
-        "format_version": MANIFEST_VERSION,
-        "updated_at": _now(),
-        "run": run_dir,
-        "version": version,
-        "sizes": sorted(kept + entries, key=lambda e: (e.get("flops") or 0, e["name"])),
-    }
-    write_file_atomic(os.path.join(export_base, MANIFEST), json.dumps(manifest, indent=1))
-    return manifest
+        say(_describe(entry))
+    return _write_manifest(export_base, manifest, entries, run_dir, version, facts)
 
 
 def _now() -> str:
