@@ -76,9 +76,12 @@ def build_parser(load: str | None = None) -> argparse.ArgumentParser:
 def _wants_verbose(argv: list[str]) -> bool:
     # Decided before any parser is built: add_arguments may import TensorFlow.
     # No abbreviations: ``--ver`` is export's --version, not --verbose.
-    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
     pre.add_argument("--verbose", action="store_true")
-    known, _ = pre.parse_known_args(argv)
+    try:
+        known, _ = pre.parse_known_args(argv)
+    except argparse.ArgumentError:  # e.g. --verbose=1: the real parser reports it
+        return False
     return known.verbose
 
 
