@@ -193,6 +193,7 @@ def test_cli_help_lists_every_option_and_bad_config_exits_2(tmp_path, capsys):
     for key in ("loss.ramp.delay_steps", "loss.temperature", "optimizer.settings", "batch_size",
                 "checkpoint.every_rows", "epochs", "mode", "strategy", "data.holdout_shards"):
         assert key in reference, key
+    assert "debug" not in reference  # test hooks are callbacks, not user configuration
     bad = tmp_path / "bad.yaml"
     bad.write_text("loss:\n  ramp: {delay: 3}\n")
     code = main(["train", "--data", str(tmp_path), "--schema", "s.yaml", "--out",
@@ -215,3 +216,83 @@ def test_shampoo_run_reports_root_failures(logs, tmp_path):
     assert metrics["optimizer"]["shampoo_root_failures"] == 0
     assert metrics["optimizer"]["shampoo_skipped_updates"] == 0
     assert metrics["steps"] > 2  # preconditioned steps were taken
+
+
+class _Recorder:
+    """Builds a TrainingCallback that records every event in order."""
+
+    @staticmethod
+    def make():
+        from matta_rec.training import TrainingCallback
+
+        class Recorder(TrainingCallback):
+            def __init__(self):
+                self.events = []
+
+            def on_train_begin(self, info):
+                self.events.append(("begin", info))
+
+            def on_batch_end(self, rows_end, features, labels, logits):
+                self.events.append(("batch", rows_end, features["row_id"].reshape(-1).tolist(),
+                                    sorted(labels), {k: v.shape for k, v in logits.items()}))
+
+            def on_checkpoint(self, rows_end):
+                self.events.append(("checkpoint", rows_end,
+                                    sorted(os.listdir(os.path.join(self.run_dir, "checkpoints")))))
+
+            def on_train_end(self, metrics):
+                self.events.append(("end", metrics))
+
+        return Recorder()
+
+
+def test_callbacks_see_every_trained_row_once_and_each_checkpoint_after_its_batch(logs, tmp_path):
+    out = str(tmp_path / "run")
+    recorder = _Recorder.make()
+    recorder.run_dir = out
+    metrics = train_run(tiny_config(**{"data.max_rows": 300, "checkpoint.every_rows": 128}), logs,
+                        os.path.join(logs, "schema.yaml"), out, callbacks=[recorder])
+    kinds = [e[0] for e in recorder.events]
+    assert kinds[0] == "begin" and kinds[-1] == "end" and kinds.count("begin") == 1
+    info = recorder.events[0][1]
+    assert (info.rows_start, info.resumed, info.chief) == (0, False, True)
+    assert info.levels == ("student", "ta") and info.run_dir == out
+    assert info.planned_rows == 300  # data.max_rows caps the Parquet footers' 1200 rows
+    batches = [e for e in recorder.events if e[0] == "batch"]
+    ids = [i for e in batches for i in e[2]]
+    assert ids == list(range(300))  # cut at data.max_rows, in stream order, none twice
+    assert [e[1] for e in batches] == [64, 128, 192, 256, 300]
+    assert all(e[3] == ["event", "target"] for e in batches)
+    assert all(shapes == {"student": (len(e[2]),), "ta": (len(e[2]),)}
+               for e in batches for shapes in [e[4]])
+    # A checkpoint follows the batch it covers, and is on disk when announced.
+    checkpoints = [(i, e) for i, e in enumerate(recorder.events) if e[0] == "checkpoint"]
+    assert [e[1] for _, e in checkpoints] == [128, 256, 300]
+    for index, event in checkpoints:
+        assert recorder.events[index - 1][:2] == ("batch", event[1])
+        assert f"state-{event[1]}.json" in event[2]
+    assert recorder.events[-1][1] is metrics
+
+
+def test_callbacks_must_be_training_callbacks(logs, tmp_path):
+    with pytest.raises(TypeError, match=r"callbacks\[0\] must be a matta_rec.training.TrainingCallback"):
+        train_run(tiny_config(), logs, os.path.join(logs, "schema.yaml"), str(tmp_path / "run"),
+                  callbacks=[lambda *a: None])
+    assert not os.path.exists(str(tmp_path / "run"))  # refused before any work
+
+
+def test_progress_off_a_terminal_is_plain_lines_on_stderr(logs, tmp_path, capsys):
+    """Under pytest stdout is not a terminal: no progress bar, a plain final
+    line with the total from the Parquet footers; metrics.progress: false is silent."""
+    config = tiny_config(**{"data.max_rows": 256, "metrics.progress": True})
+    train_run(config, logs, os.path.join(logs, "schema.yaml"), str(tmp_path / "on"))
+    captured = capsys.readouterr()
+    lines = [ln for ln in captured.err.splitlines() if ln.startswith("[matta-rec train] rows ")]
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("[matta-rec train] rows 256/256 (100.0%) - ")
+    assert " rows/s - done in " in lines[0] and " - step 4" in lines[0] and " - loss " in lines[0]
+    assert "Unknown" not in captured.out + captured.err and "━" not in captured.out
+    config["metrics"]["progress"] = False
+    train_run(config, logs, os.path.join(logs, "schema.yaml"), str(tmp_path / "off"))
+    captured = capsys.readouterr()
+    assert "] rows " not in captured.err and captured.out == ""
