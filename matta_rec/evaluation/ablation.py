@@ -273,6 +273,66 @@ def summarize(per_seed: Sequence[Mapping], *, level: float = 0.95, n_boot: int =
 
 
 # ---------------------------------------------------------------- running
+def _seed_list(seeds: int | Sequence[int]) -> list[int]:
+    seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
+    if not seed_list:
+        raise MattaError("--seeds must be >= 1")
+    return seed_list
+
+
+def _variant_names(variants: Sequence[str]) -> list[str]:
+    """``baseline`` first, then the other requested variants (checked)."""
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise ConfigError(f"unknown variant(s) {unknown}; choose from {list(VARIANTS)}",
+                          key="variants")
+    return ["baseline"] + [v for v in variants if v != "baseline"]
+
+
+def _train_variant(base_config, variant: Variant, seed: int, run_dir: str, train_files,
+                   schema: Schema, log) -> None:
+    """Train one cell of the grid into ``run_dir`` unless it already finished there."""
+    from matta_rec.training import train_run
+
+    if os.path.isfile(os.path.join(run_dir, "metrics.json")):
+        log(f"  reusing {run_dir}")
+        return
+    log(f"  training {variant.name} (seed {seed}) -> {run_dir}")
+    run_overrides = {
+        "mode": variant.mode,
+        "seed": seed,
+        "optimizer": _optimizer_section(base_config, variant.optimizer),
+        "data.holdout_shards": 0,
+        "data.holdout_fraction": None,
+    }
+    train_run(base_config, train_files, schema, run_dir, overrides=run_overrides)
+
+
+def _run_seed(seed: int, names: Sequence[str], base_config, out_dir: str, train_files,
+              eval_files, schema: Schema, *, label: str, batch_size: int,
+              max_eval_rows: int | None, log):
+    """Train (or reuse) every variant of one seed and score its heads on the held-out rows.
+
+    Returns:
+        ``(per-seed entry, scored rows)``.
+    """
+    handles = []
+    for name in names:
+        run_dir = os.path.join(out_dir, "runs", name, f"seed-{seed}")
+        _train_variant(base_config, VARIANTS[name], seed, run_dir, train_files, schema, log)
+        for lvl in VARIANTS[name].levels:
+            handles.append(ModelHandle(name=f"{name}/{lvl}", kind="run", path=run_dir,
+                                       level=lvl, run_dir=run_dir))
+    log(f"  scoring {len(handles)} heads on the held-out shards (seed {seed})")
+    rows = score_stream(handles, eval_files, schema, label=label, batch_size=batch_size,
+                        max_rows=max_eval_rows, measure_latency=False)
+    losses = {h.name: 1.0 - auroc(rows.labels, rows.predictions[h.name], rows.weights)
+              for h in handles}
+    entry = {"seed": seed, "auc_loss": losses, "rows": rows.rows,
+             "params": {h.name: h.params for h in handles}}
+    return entry, rows
+
+
 def run_ablation(
     config: Any,
     data: Any,
@@ -322,19 +382,13 @@ def run_ablation(
     ...              "sample_data/schema.yaml", "runs/ablation", seeds=2)["rows"][0]["variant"]
     'baseline'
     """
-    from matta_rec.training import RunConfig, train_run
+    from matta_rec.training import RunConfig
 
     log = log or (lambda *a, **k: None)
     schema = load_schema(schema)
     base_config = RunConfig.load(config, overrides=overrides)
-    unknown = [v for v in variants if v not in VARIANTS]
-    if unknown:
-        raise ConfigError(f"unknown variant(s) {unknown}; choose from {list(VARIANTS)}",
-                          key="variants")
-    names = ["baseline"] + [v for v in variants if v != "baseline"]
-    seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
-    if not seed_list:
-        raise MattaError("--seeds must be >= 1")
+    names = _variant_names(variants)
+    seed_list = _seed_list(seeds)
     holdout_fraction = None
     if holdout_shards is None:
         holdout_shards = base_config.data.holdout_shards or None
@@ -349,32 +403,10 @@ def run_ablation(
     os.makedirs(out_dir, exist_ok=True)
     per_seed, boot = [], None
     for seed in seed_list:
-        handles = []
-        for name in names:
-            v = VARIANTS[name]
-            run_dir = os.path.join(out_dir, "runs", name, f"seed-{seed}")
-            if not os.path.isfile(os.path.join(run_dir, "metrics.json")):
-                log(f"  training {name} (seed {seed}) -> {run_dir}")
-                run_overrides = {
-                    "mode": v.mode,
-                    "seed": seed,
-                    "optimizer": _optimizer_section(base_config, v.optimizer),
-                    "data.holdout_shards": 0,
-                    "data.holdout_fraction": None,
-                }
-                train_run(base_config, train_files, schema, run_dir, overrides=run_overrides)
-            else:
-                log(f"  reusing {run_dir}")
-            for lvl in v.levels:
-                handles.append(ModelHandle(name=f"{name}/{lvl}", kind="run", path=run_dir,
-                                           level=lvl, run_dir=run_dir))
-        log(f"  scoring {len(handles)} heads on the held-out shards (seed {seed})")
-        rows = score_stream(handles, eval_files, schema, label=label, batch_size=batch_size,
-                            max_rows=max_eval_rows, measure_latency=False)
-        losses = {h.name: 1.0 - auroc(rows.labels, rows.predictions[h.name], rows.weights)
-                  for h in handles}
-        per_seed.append({"seed": seed, "auc_loss": losses, "rows": rows.rows,
-                         "params": {h.name: h.params for h in handles}})
+        entry, rows = _run_seed(seed, names, base_config, out_dir, train_files, eval_files,
+                                schema, label=label, batch_size=batch_size,
+                                max_eval_rows=max_eval_rows, log=log)
+        per_seed.append(entry)
         if len(seed_list) == 1:
             boot = bootstrap_auc_losses(rows.labels, rows.predictions, rows.weights,
                                         n_boot=n_boot, seed=seed)
