@@ -181,6 +181,9 @@ def test_kill_minus_nine_and_resume_trains_every_row_exactly_once(logs, tmp_path
     assert sorted(union) == list(range(1200))  # every row once: none skipped, none twice
     assert union == list(range(1200))  # and in stream order
     assert metrics["rows_this_process"] == 1200 - checkpoint_rows
+    # The last line reports this process's rows and rate apart from the run's total.
+    assert (f"trained {1200 - checkpoint_rows} rows in " in resumed.stderr
+            and "the run has trained 1200 rows in all" in resumed.stderr)
     # The online curve continues across the crash: every row scored once.
     assert sum(e["rows"] for e in metrics["online"]["curve"]) == 1200
 

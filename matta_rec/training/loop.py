@@ -463,8 +463,10 @@ class _TrainingSession:
         if self.chief:
             write_json_atomic(self.paths.metrics, metrics)
             self.model.save(self.paths.model)
-            log(f"trained {self.rows_end} rows in {wall:.1f}s ({metrics['rows_per_s']:.0f} "
-                f"rows/s); run directory {self.paths.root}")
+            total = "" if self.rows_here == self.rows_end else \
+                f"; the run has trained {self.rows_end} rows in all"
+            log(f"trained {self.rows_here} rows in {wall:.1f}s ({metrics['rows_per_s']:.0f} "
+                f"rows/s){total}; run directory {self.paths.root}")
         else:
             task_type, task_id = self.task
             shutil.rmtree(os.path.join(self.paths.root, f".worker-{task_type}-{task_id}"),
