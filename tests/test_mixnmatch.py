@@ -225,3 +225,40 @@ def test_extracted_model_roundtrips_config_and_keras_file(trained_like, tmp_path
     loaded = keras.saving.load_model(path)
     assert isinstance(loaded, ExtractedRelevanceModel) and loaded.spec == "wnw:2"
     np.testing.assert_allclose(loaded(batch), y, rtol=1e-6)
+
+
+def test_extracted_model_keeps_the_nested_models_dtype_policy(tmp_path):
+    schema = make_schema()
+    model = NestedRelevanceModel(schema, make_stats(schema), tiny_config(), dtype="float64")
+    batch = make_batch(5)
+    nested = model(batch)
+    sub = model.extract("student")
+    assert {layer.dtype_policy.name for layer in sub._flatten_layers()} == {"float64"}
+    np.testing.assert_allclose(sub(batch), nested["student"], rtol=1e-12)
+    config = sub.get_config()
+    assert config["dtype"]["config"]["name"] == "float64"
+    assert config["name"] == "submodel_student" and config["trainable"] is True
+    clone = ExtractedRelevanceModel.from_config(config)
+    assert clone.dtype_policy.name == "float64" and clone.name == "submodel_student"
+    path = str(tmp_path / "sub.keras")
+    sub.save(path)
+    loaded = keras.saving.load_model(path)
+    assert {layer.dtype_policy.name for layer in loaded._flatten_layers()} == {"float64"}
+    np.testing.assert_array_equal(loaded(batch), sub(batch))
+
+
+def test_mixnmatch_descriptions_do_not_import_the_models():
+    """One import direction: relevance reads mixnmatch, never the reverse."""
+    import ast
+    import inspect
+
+    import matta_rec.models.mixnmatch as mixnmatch
+
+    imported = set()
+    for node in ast.walk(ast.parse(inspect.getsource(mixnmatch))):
+        if isinstance(node, ast.ImportFrom):
+            imported.add(node.module)
+        elif isinstance(node, ast.Import):
+            imported.update(alias.name for alias in node.names)
+    assert not {m for m in imported if m.startswith("matta_rec.models")}, imported
+    assert not {m for m in imported if m.split(".")[0] in ("keras", "tensorflow")}, imported

@@ -157,6 +157,47 @@ def test_model_roundtrips_config_and_keras_file(schema_stats, tmp_path):
         np.testing.assert_allclose(loaded(batch)[k], out[k], rtol=1e-6)
 
 
+@pytest.mark.parametrize("how", ["argument", "global policy"])
+def test_model_keeps_its_dtype_policy_through_config_and_keras_file(schema_stats, tmp_path, how):
+    """get_config starts from super(): name, trainable and the dtype policy survive."""
+    schema, stats = schema_stats
+    batch = make_batch(5)
+    if how == "argument":
+        model = NestedRelevanceModel(schema, stats, tiny_config(), dtype="mixed_bfloat16",
+                                     name="bf16_model")
+    else:
+        keras.config.set_dtype_policy("mixed_bfloat16")
+        try:
+            model = NestedRelevanceModel(schema, stats, tiny_config(), name="bf16_model")
+        finally:
+            keras.config.set_dtype_policy("float32")
+    model.trainable = False
+    out = model(batch)
+    assert out["ta"].dtype == tf.bfloat16
+
+    def policies(m):
+        return {layer.name: layer.dtype_policy.name for layer in m._flatten_layers()}
+
+    # Every layer of the network runs under the model's policy.
+    assert set(policies(model).values()) == {"mixed_bfloat16"}
+    config = model.get_config()
+    assert config["name"] == "bf16_model" and config["trainable"] is False
+    assert config["dtype"]["config"]["name"] == "mixed_bfloat16"
+    # Rebuilt under the default (float32) global policy, it keeps its own.
+    clone = NestedRelevanceModel.from_config(config)
+    assert policies(clone) == policies(model)
+    assert clone.name == "bf16_model" and clone.trainable is False
+    clone.set_weights(model.get_weights())
+    for k in out:
+        np.testing.assert_array_equal(clone(batch)[k], out[k])
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert policies(loaded) == policies(model) and loaded.trainable is False
+    for k in out:
+        np.testing.assert_array_equal(loaded(batch)[k], out[k])
+
+
 @pytest.mark.slow
 def test_model_trains_with_keras_fit(schema_stats):
     schema, stats = schema_stats

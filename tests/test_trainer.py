@@ -171,3 +171,22 @@ def test_needs_levels_and_round_trips(tmp_path):
     assert isinstance(loaded, MatTATrainer)
     np.testing.assert_allclose(loaded(x)["student"].numpy(), ref, rtol=1e-6)
     assert loaded.loss_config.temperature == 2.0
+
+
+def test_config_keeps_name_trainable_and_dtype_policy(tmp_path):
+    """get_config starts from super(): the dtype policy, name and trainable survive."""
+    trainer = MatTATrainer(tiny_nested(), {"distill_weight": 0.5}, dtype="float64",
+                           name="matta64")
+    trainer.trainable = False
+    trainer(batch()[0])
+    config = trainer.get_config()
+    assert config["dtype"]["config"]["name"] == "float64"
+    assert config["name"] == "matta64" and config["trainable"] is False
+    clone = MatTATrainer.from_config(config)
+    assert clone.dtype_policy.name == "float64" and clone.name == "matta64"
+    assert clone.trainable is False and clone.levels == ("student", "ta")
+    path = tmp_path / "trainer.keras"
+    trainer.save(path)
+    loaded = keras.saving.load_model(path)
+    assert loaded.dtype_policy.name == "float64" and loaded.name == "matta64"
+    assert loaded.trainable is False

@@ -1,12 +1,18 @@
-"""Mix'n'Match: standalone sub-models cut out of a trained nested model.
+"""Mix'n'Match: which sub-models a nested model holds, and their sizes.
 
 With shared weights every combination of prefix widths is a valid network:
 a layer can read the first ``n`` inputs of its kernel whatever width the
 previous layer chose.  A :class:`SubmodelSpec` picks, per block of the nested
 model, which level's width to use (or to drop the block), plus the
-``d_model`` level; :func:`extract` builds a one-level
-:class:`~matta_rec.models.relevance.ExtractedRelevanceModel` at exactly those
-sizes and copies the top-left slices of the nested weights into it.
+``d_model`` level; :func:`submodel_architecture` resolves it into the
+one-level architecture of that sub-model and :func:`submodel_family` lists
+the family with parameter counts and FLOPs.
+
+This module only describes sub-models (plain dicts and dataclasses, no
+Keras).  Cutting one out of a model, weights and all, is
+:meth:`NestedRelevanceModel.extract
+<matta_rec.models.relevance.NestedRelevanceModel.extract>`, which reads
+these descriptions: the import goes one way, relevance -> mixnmatch.
 
 Spec strings (:meth:`SubmodelSpec.parse`, :attr:`SubmodelSpec.name`):
 
@@ -34,9 +40,6 @@ import re
 from typing import Any, Mapping, Sequence
 
 from matta_rec.errors import ConfigError
-
-_SUFFIX = re.compile(r"_level\d+$")
-
 
 @dataclasses.dataclass(frozen=True)
 class SubmodelSpec:
@@ -270,91 +273,24 @@ def _level_blocks(architecture: Mapping, level: int) -> list:
     return [b for b in architecture["blocks"] if b["min_level"] <= level]
 
 
-# ------------------------------------------------------------ extraction
-def _level_variables(layer, level: int, num_levels: int, shared: bool) -> list:
-    if shared:
-        return list(layer.weights)
-    if level == num_levels - 1:
-        return [v for v in layer.weights if not _SUFFIX.search(v.name)]
-    suffix = f"_level{level}"
-    return [v for v in layer.weights if v.name.endswith(suffix)]
-
-
-def _copy_prefix(target_layer, source_layer, level: int, num_levels: int, shared: bool) -> None:
-    sources = _level_variables(source_layer, level, num_levels, shared)
-    targets = list(target_layer.weights)
-    if len(sources) != len(targets):
-        raise RuntimeError(
-            f"cannot map weights of '{source_layer.name}' onto '{target_layer.name}': "
-            f"{len(sources)} vs {len(targets)} variables"
-        )
-    for target, source in zip(targets, sources):
-        if _SUFFIX.sub("", source.name) != target.name:
-            raise RuntimeError(f"variable order mismatch: {source.path} vs {target.path}")
-        if len(target.shape) != len(source.shape) or any(
-            t > s for t, s in zip(target.shape, source.shape)
-        ):
-            raise RuntimeError(
-                f"{target.path} {tuple(target.shape)} does not fit in {source.path} "
-                f"{tuple(source.shape)}"
-            )
-        value = source.value[tuple(slice(0, n) for n in target.shape)]
-        target.assign(value)
-
-
-def extract(model, spec: Any):
-    """A standalone, physically smaller copy of one sub-network of ``model``.
-
-    Args:
-        model: a :class:`~matta_rec.models.relevance.NestedRelevanceModel`.
-        spec: a :class:`SubmodelSpec` or its string (see the module docstring).
-
-    Returns:
-        An :class:`~matta_rec.models.relevance.ExtractedRelevanceModel`
-        mapping raw features to a logit float32 ``[B]``.  It holds its own
-        preprocessor and only the sliced weights, so its parameter count is
-        that of a model built at those sizes; its output equals the nested
-        model's path for ``spec``.
-    """
-    from matta_rec.models.relevance import ExtractedRelevanceModel
-
-    spec = SubmodelSpec.parse(spec)
-    arch = model.architecture
-    shared = bool(arch["share_weights"])
-    if not shared and spec.kind != "level":
-        raise ConfigError(
-            f"sub-model {spec.name!r} mixes levels, which needs share_weights: true; "
-            "a model trained without parameter sharing only has its levels "
-            f"{list(arch['levels'])}"
-        )
-    d, choices = spec.resolve(arch)
-    sub_arch = submodel_architecture(arch, spec)
-    sub = ExtractedRelevanceModel(
-        model.schema, model.stats, sub_arch, spec=spec.name, name=_model_name(spec.name)
-    )
-    n = len(arch["levels"])
-    _copy_prefix(sub.embedding, model.embedding, d, n, shared)
-    kept = [(layer, level) for layer, level in zip(model.blocks, choices) if level is not None]
-    for target, (source, level) in zip(sub.blocks, kept):
-        _copy_prefix(target, source, level, n, shared)
-    head_level = d if spec.kind == "level" else n - 1
-    _copy_prefix(sub.head, model.head, head_level, n, shared)
-    return sub
-
-
-def _model_name(spec_name: str) -> str:
-    return "submodel_" + re.sub(r"[^A-Za-z0-9_]+", "_", spec_name).strip("_")
-
-
-def list_submodels(model) -> list[SubmodelInfo]:
-    """The Mix'n'Match family of ``model`` with parameter counts and FLOPs.
+def submodel_family(architecture: Mapping, features: Sequence[Mapping]) -> list[SubmodelInfo]:
+    """The Mix'n'Match family of a nested architecture, with sizes and FLOPs.
 
     Every level's own path, then (with shared weights) the wide-narrow-wide
     family ``wnw:K`` for ``K = 0 .. number of blocks`` with the Student's
     ``d_model`` and, when it differs, with the TA's (``wnw:K@ta``).  Entries
     whose network equals an earlier one are left out.
+
+    Args:
+        architecture: the nested model's architecture dict
+            (:meth:`ModelConfig.architecture`).
+        features: the per-feature dicts of its embedding
+            (``model.embedding.features``).
+
+    Returns:
+        A list of :class:`SubmodelInfo`, levels first.
     """
-    arch = model.architecture
+    arch = architecture
     levels = list(arch["levels"])
     specs = [SubmodelSpec.for_level(name) for name in levels]
     if arch["share_weights"] and len(levels) > 1:
@@ -362,7 +298,6 @@ def list_submodels(model) -> list[SubmodelInfo]:
         d_choices = [None] + ([levels[-1]] if arch["d_model"][-1] != arch["d_model"][0] else [])
         for d in d_choices:
             specs += [SubmodelSpec.wide_narrow_wide(k, d) for k in range(n + 1)]
-    features = model.embedding.features
     out, seen = [], set()
     for spec in specs:
         sub = submodel_architecture(arch, spec)

@@ -1,16 +1,30 @@
-"""The user-context-item relevance model with nested levels (Student ⊂ ... ⊂ TA)."""
+"""The user-context-item relevance model with nested levels (Student ⊂ ... ⊂ TA).
+
+Also Mix'n'Match extraction: :func:`extract` cuts a standalone
+:class:`ExtractedRelevanceModel` out of a :class:`NestedRelevanceModel`,
+following the sub-model descriptions of :mod:`matta_rec.models.mixnmatch`
+(which imports nothing from here).
+"""
 
 from __future__ import annotations
 
+import re
 from typing import Any, Mapping
 
 import keras
 from keras import ops
 
 from matta_rec.data.schema import Schema, load_schema
+from matta_rec.errors import ConfigError
 from matta_rec.features import FeaturePreprocessor, FeatureStats
 from matta_rec.layers import MNestedCross, MNestedDense, MNestedFeatureEmbedding, MNestedGAU
 from matta_rec.models.config import ModelConfig
+from matta_rec.models.mixnmatch import (
+    SubmodelInfo,
+    SubmodelSpec,
+    submodel_architecture,
+    submodel_family,
+)
 
 
 def flatten_tokens(tokens):
@@ -63,7 +77,13 @@ class RelevanceNetwork(keras.Model):
         if len(d_model) != n:
             raise ValueError(f"architecture d_model needs {n} values, got {d_model}")
 
-        self.preprocessor = FeaturePreprocessor(self.schema, self.stats, name="preprocessor")
+        # Every layer runs under the model's dtype policy (its `dtype`
+        # argument, else the global policy), so get_config / from_config and
+        # .keras files keep it for the whole network.
+        dtype = self.dtype_policy
+        self.preprocessor = FeaturePreprocessor(
+            self.schema, self.stats, dtype=dtype, name="preprocessor"
+        )
         features = feature_descriptions(self.schema, self.preprocessor)
         num_tokens = len(features)
         self.embedding = MNestedFeatureEmbedding(
@@ -71,6 +91,7 @@ class RelevanceNetwork(keras.Model):
             output_dim=d_model,
             group_embeddings=bool(options["group_embeddings"]),
             share_weights=share,
+            dtype=dtype,
             name="embedding",
         )
         self.embedding.build()
@@ -87,6 +108,7 @@ class RelevanceNetwork(keras.Model):
                     activation=options["gau_activation"],
                     use_norm=bool(options["gau_norm"]),
                     share_weights=share,
+                    dtype=dtype,
                     name=f"gau_{source}",
                 )
                 layer.build(
@@ -97,6 +119,7 @@ class RelevanceNetwork(keras.Model):
                     projection_dim=tuple(block["projection_dims"]),
                     diag_scale=float(options["cross_diag_scale"]),
                     share_weights=share,
+                    dtype=dtype,
                     name=f"cross_{source}",
                 )
                 layer.build(tuple((None, w) if r else None for w, r in zip(widths, runs)))
@@ -105,6 +128,7 @@ class RelevanceNetwork(keras.Model):
                     units=tuple(block["units"]),
                     activation=options["mlp_activation"],
                     share_weights=share,
+                    dtype=dtype,
                     name=f"mlp_{source}",
                 )
                 layer.build(tuple((None, w) for w in widths))
@@ -112,7 +136,7 @@ class RelevanceNetwork(keras.Model):
             else:
                 raise ValueError(f"unknown block kind {kind!r} in architecture")
             self.blocks.append(layer)
-        self.head = MNestedDense(units=(1,) * n, share_weights=share, name="head")
+        self.head = MNestedDense(units=(1,) * n, share_weights=share, dtype=dtype, name="head")
         self.head.build(tuple((None, w) for w in widths))
         self.built = True
 
@@ -188,13 +212,16 @@ class NestedRelevanceModel(RelevanceNetwork):
             dict / YAML path).
         stats: :class:`~matta_rec.features.FeatureStats` (or its dict).
         config: :class:`ModelConfig` (or its dict); defaults to ``ModelConfig()``.
-        **kwargs: base ``keras.Model`` arguments (``name``...).
+        **kwargs: base ``keras.Model`` arguments (``name``, ``trainable``,
+            ``dtype``: the dtype policy of every layer of the network,
+            e.g. ``"mixed_bfloat16"``; defaults to the global policy).
 
     Call arguments:
         features: dict ``{feature_name: raw tensor}`` (see the schema).
 
     Returns:
-        Dict ``{level_name: logit float32 [B]}`` in level order.
+        Dict ``{level_name: logit [B]}`` in level order, in the policy's
+        compute dtype (float32 by default).
 
     Example:
 
@@ -218,13 +245,15 @@ class NestedRelevanceModel(RelevanceNetwork):
         self._build_network(schema, stats, config.architecture())
 
     def get_config(self) -> dict:
-        return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "schema": self.schema.to_dict(),
-            "stats": self.stats.to_dict(),
-            "config": self.config.to_dict(),
-        }
+        config = super().get_config()  # name, trainable, dtype (the policy)
+        config.update(
+            {
+                "schema": self.schema.to_dict(),
+                "stats": self.stats.to_dict(),
+                "config": self.config.to_dict(),
+            }
+        )
+        return config
 
     @classmethod
     def from_config(cls, config: dict) -> "NestedRelevanceModel":
@@ -240,16 +269,12 @@ class NestedRelevanceModel(RelevanceNetwork):
     def extract(self, spec: Any) -> "ExtractedRelevanceModel":
         """Standalone sub-model for ``spec`` (a :class:`SubmodelSpec` or its string).
 
-        See :func:`matta_rec.models.mixnmatch.extract`.
+        See :func:`extract`.
         """
-        from matta_rec.models.mixnmatch import extract
-
         return extract(self, spec)
 
-    def list_submodels(self) -> list:
-        """The Mix'n'Match family: see :func:`matta_rec.models.mixnmatch.list_submodels`."""
-        from matta_rec.models.mixnmatch import list_submodels
-
+    def list_submodels(self) -> list[SubmodelInfo]:
+        """The Mix'n'Match family: see :func:`list_submodels`."""
         return list_submodels(self)
 
 
@@ -258,8 +283,8 @@ class ExtractedRelevanceModel(RelevanceNetwork):
     """A standalone one-level relevance model: raw features -> logit ``[B]``.
 
     Built at concrete sizes (every weight has exactly the shape of a model
-    trained at that size) by :func:`matta_rec.models.mixnmatch.extract`, which
-    copies the sliced weights of a :class:`NestedRelevanceModel` into it.
+    trained at that size) by :func:`extract`, which copies the sliced weights
+    of a :class:`NestedRelevanceModel` into it.
 
     Args:
         schema: the feature schema (object, dict or YAML path).
@@ -267,13 +292,14 @@ class ExtractedRelevanceModel(RelevanceNetwork):
         architecture: one-level architecture dict (see
             :class:`RelevanceNetwork`).
         spec: name of the :class:`SubmodelSpec` it was extracted with.
-        **kwargs: base ``keras.Model`` arguments.
+        **kwargs: base ``keras.Model`` arguments (``dtype``: the dtype policy
+            of every layer; :func:`extract` passes the nested model's).
 
     Call arguments:
         features: dict ``{feature_name: raw tensor}``.
 
     Returns:
-        The logit, float32 ``[B]``.
+        The logit ``[B]`` in the policy's compute dtype (float32 by default).
     """
 
     def __init__(
@@ -290,14 +316,16 @@ class ExtractedRelevanceModel(RelevanceNetwork):
         self._build_network(schema, stats, architecture)
 
     def get_config(self) -> dict:
-        return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "schema": self.schema.to_dict(),
-            "stats": self.stats.to_dict(),
-            "architecture": self.architecture,
-            "spec": self.spec,
-        }
+        config = super().get_config()  # name, trainable, dtype (the policy)
+        config.update(
+            {
+                "schema": self.schema.to_dict(),
+                "stats": self.stats.to_dict(),
+                "architecture": self.architecture,
+                "spec": self.spec,
+            }
+        )
+        return config
 
     @classmethod
     def from_config(cls, config: dict) -> "ExtractedRelevanceModel":
@@ -305,3 +333,101 @@ class ExtractedRelevanceModel(RelevanceNetwork):
 
     def call(self, features: Mapping[str, Any]):
         return self._level_logits(features)[0]
+
+
+# ------------------------------------------------------------ extraction
+_SUFFIX = re.compile(r"_level\d+$")
+
+
+def extract(model: NestedRelevanceModel, spec: Any) -> ExtractedRelevanceModel:
+    """A standalone, physically smaller copy of one sub-network of ``model``.
+
+    Args:
+        model: a :class:`NestedRelevanceModel`.
+        spec: a :class:`~matta_rec.models.mixnmatch.SubmodelSpec` or its
+            string (see :mod:`matta_rec.models.mixnmatch`).
+
+    Returns:
+        An :class:`ExtractedRelevanceModel` mapping raw features to a logit
+        ``[B]``, under ``model``'s dtype policy.  It holds its own
+        preprocessor and only the sliced weights, so its parameter count is
+        that of a model built at those sizes; its output equals the nested
+        model's path for ``spec``.
+
+    Example:
+
+    ```python
+    student = extract(model, "student")     # same as model.extract("student")
+    wnw = extract(model, "wnw:2")
+    ```
+    """
+    spec = SubmodelSpec.parse(spec)
+    arch = model.architecture
+    shared = bool(arch["share_weights"])
+    if not shared and spec.kind != "level":
+        raise ConfigError(
+            f"sub-model {spec.name!r} mixes levels, which needs share_weights: true; "
+            "a model trained without parameter sharing only has its levels "
+            f"{list(arch['levels'])}"
+        )
+    d, choices = spec.resolve(arch)
+    sub_arch = submodel_architecture(arch, spec)
+    sub = ExtractedRelevanceModel(
+        model.schema,
+        model.stats,
+        sub_arch,
+        spec=spec.name,
+        dtype=model.dtype_policy,
+        name=_model_name(spec.name),
+    )
+    n = len(arch["levels"])
+    _copy_prefix(sub.embedding, model.embedding, d, n, shared)
+    kept = [(layer, level) for layer, level in zip(model.blocks, choices) if level is not None]
+    for target, (source, level) in zip(sub.blocks, kept):
+        _copy_prefix(target, source, level, n, shared)
+    head_level = d if spec.kind == "level" else n - 1
+    _copy_prefix(sub.head, model.head, head_level, n, shared)
+    return sub
+
+
+def list_submodels(model: NestedRelevanceModel) -> list[SubmodelInfo]:
+    """The Mix'n'Match family of ``model`` with parameter counts and FLOPs.
+
+    See :func:`~matta_rec.models.mixnmatch.submodel_family`.
+    """
+    return submodel_family(model.architecture, model.embedding.features)
+
+
+def _model_name(spec_name: str) -> str:
+    return "submodel_" + re.sub(r"[^A-Za-z0-9_]+", "_", spec_name).strip("_")
+
+
+def _level_variables(layer, level: int, num_levels: int, shared: bool) -> list:
+    if shared:
+        return list(layer.weights)
+    if level == num_levels - 1:
+        return [v for v in layer.weights if not _SUFFIX.search(v.name)]
+    suffix = f"_level{level}"
+    return [v for v in layer.weights if v.name.endswith(suffix)]
+
+
+def _copy_prefix(target_layer, source_layer, level: int, num_levels: int, shared: bool) -> None:
+    sources = _level_variables(source_layer, level, num_levels, shared)
+    targets = list(target_layer.weights)
+    if len(sources) != len(targets):
+        raise RuntimeError(
+            f"cannot map weights of '{source_layer.name}' onto '{target_layer.name}': "
+            f"{len(sources)} vs {len(targets)} variables"
+        )
+    for target, source in zip(targets, sources):
+        if _SUFFIX.sub("", source.name) != target.name:
+            raise RuntimeError(f"variable order mismatch: {source.path} vs {target.path}")
+        if len(target.shape) != len(source.shape) or any(
+            t > s for t, s in zip(target.shape, source.shape)
+        ):
+            raise RuntimeError(
+                f"{target.path} {tuple(target.shape)} does not fit in {source.path} "
+                f"{tuple(source.shape)}"
+            )
+        value = source.value[tuple(slice(0, n) for n in target.shape)]
+        target.assign(value)

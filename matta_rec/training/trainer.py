@@ -24,17 +24,14 @@ from typing import Mapping, Sequence
 import keras
 import tensorflow as tf
 
+# A saved MatTATrainer wraps a NestedRelevanceModel, and `models` no longer
+# imports its Keras classes eagerly: importing the trainer registers them, so
+# a .keras file of either loads after `import matta_rec.training.trainer`.
+import matta_rec.models.relevance  # noqa: F401
+from matta_rec.models import model_levels
 from matta_rec.training.config import LossConfig
 from matta_rec.training.losses import MatTALoss
 from matta_rec.utils.config import to_dict
-
-
-def _find_levels(model) -> tuple[str, ...] | None:
-    levels = getattr(model, "levels", None)
-    if levels is None:
-        config = getattr(model, "config", None)
-        levels = getattr(config, "levels", None)
-    return tuple(levels) if levels else None
 
 
 def split_labels(y, label: str = "target", sample_weight=None):
@@ -108,7 +105,7 @@ class MatTATrainer(keras.Model):
         super().__init__(**kwargs)
         if not callable(model):
             raise ValueError(f"MatTATrainer needs a Keras model, got {type(model).__name__}")
-        levels = tuple(levels) if levels else _find_levels(model)
+        levels = tuple(levels) if levels else model_levels(model)
         if not levels:
             raise ValueError(
                 "MatTATrainer cannot tell the model's levels: pass levels=('student', 'ta') "
@@ -234,12 +231,15 @@ class MatTATrainer(keras.Model):
 
     # --------------------------------------------------------- serialisation
     def get_config(self):
-        return {
-            "model": keras.saving.serialize_keras_object(self.model),
-            "loss_config": to_dict(self.loss_config),
-            "levels": list(self.levels),
-            "name": self.name,
-        }
+        config = super().get_config()  # name, trainable, dtype (the policy)
+        config.update(
+            {
+                "model": keras.saving.serialize_keras_object(self.model),
+                "loss_config": to_dict(self.loss_config),
+                "levels": list(self.levels),
+            }
+        )
+        return config
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
