@@ -289,7 +289,9 @@ def _measure_holdout(run, chosen: list[Size], subs: dict, data, say) -> tuple[li
     if found is None:
         if needs:
             raise ExportError(NEEDS_HOLDOUT)
-        say("held-out AucLoss not measured: the run recorded no held-out shards under --data")
+        if (run.metrics.get("holdout") or {}).get("shards"):
+            say("held-out AucLoss not measured: the run's held-out shards were not found; "
+                "pass --data with the training logs' folder to measure it")
         return chosen, {}
     say(f"measuring held-out AucLoss of {len(chosen)} size(s) on {found.source}")
     scores = holdout_auc_losses({s.name: subs[s.name] for s in chosen}, found.files, run.schema)
