@@ -1,87 +1,84 @@
-"""``matta-rec demo``: train -> export -> evaluate on ``sample_data/`` end to end.
+"""``matta-rec demo``: train -> export -> evaluate end to end on sample logs.
 
-Runs ``pipelines/demo.py`` of the source checkout (the README's first
-command, ``make demo``): MatTA with Shampoo, every Mix'n'Match size exported
-for TF Serving, evaluated against an independently trained Student, report
-with plots under ``--out``.
+Trains MatTA with Shampoo and an independently trained Student (Adam, the
+stand-in for the production baseline), exports Mix'n'Match sizes for TF
+Serving, evaluates every size against the baseline on the held-out shards
+and writes a report with plots under ``--out``
+(:mod:`matta_rec.cli.demo_job`).  Everything it needs ships with the
+package, so it runs from a plain ``pip install`` outside a source checkout:
+without ``--data`` it writes the sample logs with the built-in generator.
 
 Example::
 
-    matta-rec demo --data sample_data --out runs/demo
-    matta-rec demo --quick --out /tmp/demo      # shortened, for CI
+    matta-rec demo --out runs/demo                      # generates runs/demo/data first
+    matta-rec demo --data sample_data --out runs/demo   # the checkout's sample logs (make demo)
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import os
-import sys
 
-from matta_rec.errors import MattaError
+from matta_rec.cli._args import open_fraction, positive_int
+from matta_rec.cli.demo_job import DEMO_CONFIG, run_demo, sample_logs_command
 
-HELP = "train -> export -> evaluate on sample_data/ end to end"
+HELP = "train -> export -> evaluate end to end on sample logs"
 
-
-def pipeline_path() -> str:
-    """Path of ``pipelines/demo.py``: next to the package (editable install) or in the CWD.
-
-    Example:
-        >>> pipeline_path().endswith(os.path.join("pipelines", "demo.py"))
-        True
-    """
-    import matta_rec
-
-    candidates = [
-        os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(matta_rec.__file__))),
-                     "pipelines", "demo.py"),
-        os.path.join(os.getcwd(), "pipelines", "demo.py"),
-    ]
-    for path in candidates:
-        if os.path.isfile(path):
-            return path
-    raise MattaError(
-        "pipelines/demo.py not found; run `matta-rec demo` from the matta_rec source "
-        "checkout (pip install -e .)"
-    )
-
-
-def load_pipeline():
-    """Import ``pipelines/demo.py`` as a module."""
-    path = pipeline_path()
-    spec = importlib.util.spec_from_file_location("matta_rec_demo_pipeline", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+_EPILOG = (
+    "Data: with --data DIR the demo reads the log shards in DIR (and DIR/schema.yaml). "
+    "Without --data it first writes the sample logs with the built-in generator into "
+    f"OUT/data ({sample_logs_command('OUT/data')}): the same rows as sample_data/ of the "
+    "source checkout, so the demo needs no checkout. The run config ships with the package "
+    "(matta_rec/cli/demo.yaml); --config replaces it."
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Declare the demo's options (defined next to the pipeline).
+    """Declare the options of ``matta-rec demo``.
 
     Args:
         parser: the sub-command's parser.
 
     Example:
         >>> p = argparse.ArgumentParser(); add_arguments(p)
-        >>> p.parse_args(["--quick"]).quick
-        True
+        >>> p.parse_args([]).data is None, p.parse_args([]).out
+        (True, 'runs/demo')
     """
-    load_pipeline().add_arguments(parser)
+    parser.epilog = _EPILOG
+    parser.add_argument("--data", default=None,
+                        help="log shards with schema.yaml (default: write the sample logs to "
+                             "OUT/data with the built-in generator, see below)")
+    parser.add_argument("--out", default="runs/demo",
+                        help="data, runs, exports and report go here (default runs/demo)")
+    parser.add_argument("--config", default=DEMO_CONFIG,
+                        help="run config YAML (default: the demo config shipped with the "
+                             "package, matta_rec/cli/demo.yaml)")
+    parser.add_argument("--fresh", action="store_true",
+                        help="retrain even if finished runs with the same settings exist "
+                             "under --out")
+    parser.add_argument("--holdout-fraction", type=open_fraction, default=0.1,
+                        help="last fraction of the shards held out for evaluation "
+                             "(default 0.1)")
+    parser.add_argument("--sizes", type=positive_int, default=5,
+                        help="Mix'n'Match sizes to export, Student and TA included; 2 or more "
+                             "(default 5)")
+    parser.add_argument("--n-boot", type=positive_int, default=500,
+                        help="bootstrap replicates (default 500)")
+    parser.add_argument("--label", choices=("auto", "event", "teacher"), default="auto",
+                        help="evaluation label (default: event if the schema has one)")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the demo.
+    """Run the demo; returns the exit status.
 
     Args:
-        args: parsed options.
+        args: parsed options (see :func:`add_arguments`).
 
     Example:
-        >>> run(parser.parse_args(["--quick"]))  # doctest: +SKIP
+        >>> from matta_rec.cli.main import main
+        >>> main(["demo", "--out", "/tmp/demo"])  # doctest: +SKIP
         0
     """
-    pipeline = load_pipeline()
-    pipeline.run_demo(args.data, args.out, config=args.config, quick=args.quick,
-                      fresh=args.fresh, holdout_fraction=args.holdout_fraction,
-                      sizes=args.sizes, n_boot=args.n_boot, label=args.label)
+    run_demo(args.data, args.out, config=args.config, fresh=args.fresh,
+             holdout_fraction=args.holdout_fraction, sizes=args.sizes, n_boot=args.n_boot,
+             label=args.label)
     return 0
