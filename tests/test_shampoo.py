@@ -508,8 +508,13 @@ def test_config_round_trip_and_validation():
 
 
 def test_deprecated_beta_names_still_accepted():
-    with pytest.warns(DeprecationWarning, match="beta1.*beta_1=0.5"):
+    def renamed(record):
+        return sorted(str(w.message).split("=")[0] for w in record if w.category is DeprecationWarning)
+
+    with pytest.warns(DeprecationWarning) as record:
         old = Shampoo(beta1=0.5, beta2=1.0, name="s")
+    assert renamed(record) == ["`Shampoo(beta1", "`Shampoo(beta2"]
+    assert "use `beta_1=0.5`" in str(record[0].message)
     assert (old.beta_1, old.beta_2) == (0.5, 1.0)
     config = old.get_config()
     assert "beta1" not in config and "beta2" not in config
@@ -518,15 +523,17 @@ def test_deprecated_beta_names_still_accepted():
     saved = dict(config)
     saved["beta1"], saved["beta2"] = saved.pop("beta_1"), saved.pop("beta_2")
     del saved["grouped_updates"]  # not in 0.1.0 configs
-    with pytest.warns(DeprecationWarning, match="beta2"):
+    with pytest.warns(DeprecationWarning) as record:
         assert Shampoo.from_config(saved).get_config() == config
-    with pytest.warns(DeprecationWarning):
+    assert renamed(record) == ["`Shampoo(beta1", "`Shampoo(beta2"]
+    with pytest.warns(DeprecationWarning) as record:
         built = get({"name": "shampoo", "beta1": 0.5, "beta2": 1.0})
+    assert len(renamed(record)) == 2
     assert {**built.get_config(), "name": "s"} == config
     with pytest.raises(ValueError, match="Pass `beta_1` only"):
         Shampoo(beta1=0.5, beta_1=0.7)
-    with pytest.raises(ValueError, match="beta_2"):
-        Shampoo(beta2=1.5)
+    with pytest.raises(ValueError, match="beta_2"), pytest.warns(DeprecationWarning):
+        Shampoo(beta2=1.5)  # validated under its new name
 
 
 def test_get_maps_names_and_configs():
@@ -608,8 +615,10 @@ def test_checkpoint_restore_continues_like_an_uninterrupted_run(tmp_path):
                 del saved["grouped_updates"]
                 data = json.dumps(config).encode()
             dst.writestr(item, data)
-    with pytest.warns(DeprecationWarning, match="beta1"):
+    with pytest.warns(DeprecationWarning) as record:
         loaded_old = keras.models.load_model(old)
+    messages = " ".join(str(w.message) for w in record)
+    assert "`Shampoo(beta1=...)` is deprecated" in messages and "`Shampoo(beta2=...)` is deprecated" in messages
     assert loaded_old.optimizer.get_config() == first.optimizer.get_config()
     for a, b in zip(loaded.optimizer.variables, loaded_old.optimizer.variables):
         assert a.path == b.path

@@ -21,7 +21,10 @@ Shampoo is a `keras.optimizers.Optimizer`. Beyond Keras's public API it uses:
 
 Verified on Keras 3.15.x (3.15.1, TensorFlow backend, TensorFlow 2.21) by
 `tests/test_shampoo.py` (which also asserts that the grouped path runs),
-`tests/test_recorded_run.py` and `tests/test_distribute.py`. `check` runs when
+`tests/test_recorded_run.py` and `tests/test_distribute.py`. The source of the
+two hooks and of the TF backend's `_all_reduce_sum_gradients` they sit between
+is identical in Keras 3.10.0, 3.12.0, 3.13.2 and 3.14.0 (compared, not run:
+the tests ran on 3.15.1 only). `check` runs when
 a `Shampoo` is constructed: a missing internal or a changed signature raises a
 `MattaError` naming the installed Keras version, rather than letting the
 optimizer take a path nobody has tested.
