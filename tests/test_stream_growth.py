@@ -290,3 +290,22 @@ def test_a_position_survives_json_with_its_history(tmp_path):
     assert again.to_dict()["trained"] == [
         {"name": name, "bytes": os.path.getsize(os.path.join(root, name)), "rows": 3} for name in names
     ]
+
+
+def test_exclude_keeps_named_shards_out_also_when_they_appear_later(tmp_path):
+    import threading
+
+    _shard(tmp_path, DAY1, 0, 10, 0)
+    _shard(tmp_path, DAY1, 1, 10, 10)
+    held = f"{DAY1}/hour=01/part-0.parquet"
+    stream = LogStream(str(tmp_path), lib.schema(), batch_size=4, exclude=[held])
+    assert stream.shards() == [f"{DAY1}/hour=00/part-0.parquet"]
+    assert _ids(stream.iter_numpy()) == list(range(10))
+
+    follow = LogStream(str(tmp_path), lib.schema(), batch_size=4, exclude=[held],
+                       follow=FollowOptions(poll_interval_s=30.0))
+    threading.Timer(0.5, follow.request_stop).start()  # the 30 s wait ends at once
+    assert _ids(follow.iter_numpy()) == list(range(10))
+    assert follow.report().stopped_by == "requested"
+    with pytest.raises(TypeError, match="exclude"):
+        LogStream(str(tmp_path), lib.schema(), batch_size=4, exclude=held)

@@ -244,7 +244,8 @@ class StreamReport:
             the prefetch buffer; use ``rows_end`` for what was consumed.
         quarantined: shards set aside by ``skip_bad_shards``.
         stopped_by: ``"end"``, ``"idle_timeout"``, ``"max_rows"``,
-            ``"sentinel"``, ``"error"`` or ``None`` while still running.
+            ``"sentinel"``, ``"requested"`` (:meth:`LogStream.request_stop`), ``"error"``
+            or ``None`` while still running.
     """
 
     shards_read: list = dataclasses.field(default_factory=list)
@@ -316,6 +317,7 @@ class _Source:
     pattern: str | None  # a glob
     single: str | None  # a single file
     folder: str | None = None  # a directory searched recursively
+    exclude: frozenset = frozenset()  # names never listed (a run's hold-out shards)
 
     def list(self) -> list[tuple[str, str]]:
         """Sorted ``(relative path, absolute path)`` of the shards present now."""
@@ -339,7 +341,8 @@ class _Source:
             rel = _relative(path, self.root)
             if rel is None:
                 raise _outside(os.path.abspath(path), self.root)
-            out.append((rel, os.path.abspath(path)))
+            if rel not in self.exclude:
+                out.append((rel, os.path.abspath(path)))
         out.sort()
         return out
 
@@ -517,6 +520,9 @@ class LogStream:
             (``tf.data.AUTOTUNE`` = -1 by default).
         read_ahead: shards loaded and validated in a background thread while
             the current one is delivered (0 = none).
+        exclude: shard names (relative to ``root``) this stream never reads,
+            also when they appear later in follow mode; a training run passes
+            its hold-out shards, so it can read the growing data root itself.
 
     Resuming (``start`` from :meth:`position_at`): the shards the position
     records as trained must be the same files now (same size and row count;
@@ -552,6 +558,7 @@ class LogStream:
         prefetch: int = AUTOTUNE,
         read_ahead: int = 1,
         root: "str | os.PathLike | None" = None,
+        exclude: "Sequence[str] | None" = None,
     ):
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -587,7 +594,11 @@ class LogStream:
         self.epochs = epochs
         self.prefetch = prefetch
         self.read_ahead = read_ahead
-        self._source = _source(data, root)
+        if exclude is not None and (isinstance(exclude, str)
+                                    or not all(isinstance(name, str) for name in exclude)):
+            raise TypeError(f"exclude must be a list of shard names, got {exclude!r}")
+        self._source = dataclasses.replace(_source(data, root), exclude=frozenset(exclude or ()))
+        self._halt = threading.Event()
         if follow is not None and self._source.files is not None:
             raise ValueError("follow mode needs a directory or glob to poll, not a fixed list of files")
         self._lock = threading.Lock()
@@ -597,6 +608,16 @@ class LogStream:
         self.error: Exception | None = None
 
     # ---------------------------------------------------------------- public
+    def request_stop(self) -> None:
+        """End the stream early, from any thread (e.g. on SIGTERM in follow mode).
+
+        Shards already being delivered finish; no new shard is listed and a
+        follow-mode wait for new shards returns at once.  The report's
+        ``stopped_by`` is ``"requested"``.  Safe to call from a watcher thread
+        while the consumer is blocked waiting for the next batch.
+        """
+        self._halt.set()
+
     @property
     def root(self) -> str:
         """The data root that shard paths in positions are relative to."""
@@ -892,6 +913,9 @@ class LogStream:
             skip = self._skip_before_start(listing)
             for epoch in range(start.epoch, self.epochs):
                 for rel, path in listing:
+                    if self._halt.is_set():
+                        self._source_stop = "requested"
+                        return
                     if epoch == start.epoch and rel in skip:
                         continue
                     yield epoch, rel, path
@@ -904,6 +928,9 @@ class LogStream:
         first = True
         last_new = time.monotonic()
         while not stop.is_set():
+            if self._halt.is_set():
+                self._source_stop = "requested"
+                return
             done = opts.sentinel is not None and self._sentinel_exists()
             listing = self._source.list()
             new = [(rel, path) for rel, path in listing if rel not in taken]
@@ -931,7 +958,9 @@ class LogStream:
                 wait = min(opts.poll_interval_s, opts.idle_timeout_s - idle)
             else:
                 wait = opts.poll_interval_s
-            stop.wait(max(wait, 0.0))
+            deadline = time.monotonic() + max(wait, 0.0)
+            while not (stop.is_set() or self._halt.is_set()) and time.monotonic() < deadline:
+                stop.wait(min(0.05, max(deadline - time.monotonic(), 0.0)))
 
     def _shards(self, strings: str, stop: threading.Event) -> Iterator[tuple[int, str, ShardColumns]]:
         """Validated shards, loaded ``read_ahead`` shards ahead in a thread."""
