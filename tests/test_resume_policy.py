@@ -135,8 +135,10 @@ def test_is_allowed_matches_whole_sections_only():
     assert not is_allowed("checkpoints.keep", schedule_depends_on_length=False)
     assert not is_allowed("data.holdout_shards", schedule_depends_on_length=False)
     assert not is_allowed("metrics", schedule_depends_on_length=False)
-    assert set(ALLOWED_ON_RESUME) == {"checkpoint.*", "metrics.*", "data.skip_bad_shards",
-                                      "data.max_rows", "epochs"}
+    assert is_allowed("follow.poll_interval_s", schedule_depends_on_length=False)
+    assert is_allowed("publish.tolerance", schedule_depends_on_length=False)
+    assert set(ALLOWED_ON_RESUME) == {"checkpoint.*", "metrics.*", "follow.*", "publish.*",
+                                      "data.skip_bad_shards", "data.max_rows", "epochs"}
 
 
 def test_argument_errors():

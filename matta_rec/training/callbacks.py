@@ -6,6 +6,9 @@ instances as ``train_run(..., callbacks=[...])``.  The contract:
 * ``on_train_begin(info)``: once per process, after the model, optimizer and
   (on resume) the checkpoint are restored, before the first batch of this
   process is trained.  ``info`` is a :class:`TrainingInfo`.
+* ``on_batch_begin(rows_end, features, labels)``: a batch was read and is
+  about to be trained; nothing has been fitted on it yet (a publication gate
+  scores models on it here).
 * ``on_batch_end(rows_end, features, labels, logits)``: after a batch was
   trained (the optimizer update is applied and its scores are in the online
   metrics) and *before* a checkpoint covering it may be written.  A process
@@ -53,6 +56,9 @@ class TrainingInfo:
         planned_rows: rows this process is expected to train, when known
             without reading the shards (see
             :func:`matta_rec.training.monitor.planned_rows`), else ``None``.
+        model: the nested model being trained (read it, do not train it).
+        example: a few raw rows of the stream ``{feature: list}`` (warmup
+            requests of an export).
     """
 
     run_dir: str
@@ -63,6 +69,8 @@ class TrainingInfo:
     resumed: bool
     chief: bool
     planned_rows: int | None = None
+    model: Any = None
+    example: Mapping | None = None
 
 
 class TrainingCallback:
@@ -73,6 +81,15 @@ class TrainingCallback:
 
     def on_train_begin(self, info: TrainingInfo) -> None:
         """Training of this process starts (after any restore)."""
+
+    def on_batch_begin(self, rows_end: int, features: Mapping, labels: Mapping) -> None:
+        """A batch is about to be trained.
+
+        Call arguments:
+            rows_end: stream rows up to and including this batch.
+            features: ``{name: numpy array}`` of the batch's raw features.
+            labels: ``{"target", "event"?, "weight"?: numpy array}``.
+        """
 
     def on_batch_end(self, rows_end: int, features: Mapping, labels: Mapping,
                      logits: Mapping) -> None:
@@ -119,6 +136,10 @@ class CallbackList:
     def on_train_begin(self, info: TrainingInfo) -> None:
         for callback in self.callbacks:
             callback.on_train_begin(info)
+
+    def on_batch_begin(self, rows_end: int, features, labels) -> None:
+        for callback in self.callbacks:
+            callback.on_batch_begin(rows_end, features, labels)
 
     def on_batch_end(self, rows_end: int, features, labels, logits) -> None:
         for callback in self.callbacks:

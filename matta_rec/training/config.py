@@ -219,6 +219,68 @@ class MetricsConfig:
 
 
 @dataclasses.dataclass
+class FollowConfig:
+    """Continuous mode: keep polling the data root for new partitions.
+
+    Args:
+        enabled: follow the data root (``matta-rec train --follow``); the
+            run then reads a single pass (``epochs: 1``) and ends at the
+            first stop condition below, or on SIGTERM / Ctrl-C (a final
+            checkpoint is written and the command exits 0).
+        poll_interval_s: seconds between two listings of the data root.
+        idle_timeout_s: end when no new shard appeared for this long
+            (``null``: never).
+        sentinel: end once this file exists (relative paths are relative to
+            the data root), after reading every shard present then.
+    """
+
+    enabled: bool = False
+    poll_interval_s: float = 30.0
+    idle_timeout_s: float | None = None
+    sentinel: str | None = None
+
+    def __post_init__(self):
+        _check(self.poll_interval_s > 0, "follow.poll_interval_s must be > 0")
+        if self.idle_timeout_s is not None:
+            _check(self.idle_timeout_s >= 0, "follow.idle_timeout_s must be >= 0 or null")
+
+
+@dataclasses.dataclass
+class PublishConfig:
+    """Gated publication of new versions to TF Serving during training.
+
+    Args:
+        export_base: the folder TF Serving watches (``matta-rec train
+            --publish EXPORT_BASE``); ``null`` = no publication.
+        sizes: sizes exported per candidate; the first one gates.
+        every_rows: trained rows between two candidates.
+        every_minutes: or minutes between two candidates (``null`` = off).
+        eval_rows: rows of the stream after a candidate, scored by it and
+            by the published version before they are trained on.
+        tolerance: publish when the candidate's AucLoss is at most the
+            published one's plus this.
+    """
+
+    export_base: str | None = None
+    sizes: list = dataclasses.field(default_factory=lambda: ["student"])
+    every_rows: int | None = 1_000_000
+    every_minutes: float | None = None
+    eval_rows: int = 50_000
+    tolerance: float = 0.0
+
+    def __post_init__(self):
+        _check(bool(self.sizes), "publish.sizes must name at least one size")
+        if self.every_rows is not None:
+            _check(self.every_rows > 0, "publish.every_rows must be > 0 or null")
+        if self.every_minutes is not None:
+            _check(self.every_minutes > 0, "publish.every_minutes must be > 0 or null")
+        _check(self.every_rows is not None or self.every_minutes is not None,
+               "publish needs publish.every_rows or publish.every_minutes")
+        _check(self.eval_rows > 0, "publish.eval_rows must be > 0")
+        _check(self.tolerance >= 0, "publish.tolerance must be >= 0")
+
+
+@dataclasses.dataclass
 class RunConfig:
     """Everything a training run needs besides the data and the schema.
 
@@ -237,6 +299,8 @@ class RunConfig:
         data: stream options (:class:`DataConfig`).
         checkpoint: checkpoint cadence (:class:`CheckpointConfig`).
         metrics: online metrics (:class:`MetricsConfig`).
+        follow: continuous mode (:class:`FollowConfig`).
+        publish: gated publication to TF Serving (:class:`PublishConfig`).
 
     Example:
 
@@ -256,6 +320,8 @@ class RunConfig:
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     checkpoint: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)
     metrics: MetricsConfig = dataclasses.field(default_factory=MetricsConfig)
+    follow: FollowConfig = dataclasses.field(default_factory=FollowConfig)
+    publish: PublishConfig = dataclasses.field(default_factory=PublishConfig)
     source: str = dataclasses.field(default="<dict>", compare=False)
 
     def __post_init__(self):
@@ -266,6 +332,8 @@ class RunConfig:
             self.strategy in STRATEGIES,
             f"strategy must be one of {list(STRATEGIES)}, got {self.strategy!r}",
         )
+        _check(not (self.follow.enabled and self.epochs != 1),
+               f"follow mode reads a single pass: epochs must be 1, got {self.epochs}")
 
     # ----------------------------------------------------------------- I/O
     @classmethod
@@ -314,10 +382,8 @@ class RunConfig:
         Raises:
             ConfigError: naming ``model.<key>`` when the section is invalid.
         """
-        try:
-            from matta_rec.models.config import ModelConfig
-        except ImportError:  # models not available: keep the raw mapping
-            return dict(self.model)
+        from matta_rec.models.config import ModelConfig  # Keras-free
+
         try:
             return from_dict(ModelConfig, self.model, source=self.source, key="model")
         except ConfigError as exc:

@@ -39,21 +39,26 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
+import threading
 import time
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from matta_rec.errors import ConfigError, DataError, MattaError
-from matta_rec.data.holdout import split_holdout
+from matta_rec.data.holdout import HoldoutSplit, split_holdout
 from matta_rec.data.schema import Schema, load_schema
+from matta_rec.models import model_levels
 from matta_rec.training.callbacks import CallbackList, TrainingCallback, TrainingInfo
 from matta_rec.training.config import RunConfig
 from matta_rec.training.distribute import is_chief, make_strategy, make_train_step, task_of
 from matta_rec.training.monitor import TrainingMonitor, log, planned_rows
 from matta_rec.training.online import OnlineMetrics, evaluate_holdout, summarize_curve
+from matta_rec.training.resume_policy import check_resume
 from matta_rec.training.run_dir import (
     RunPaths,
     build_model,
@@ -66,6 +71,9 @@ from matta_rec.training.run_dir import (
 
 __all__ = ["train_run", "make_strategy"]
 
+#: The hold-out shards a run fixed when it started (``RUN_DIR/holdout.json``).
+HOLDOUT_FILE = "holdout.json"
+
 
 def _optimizer_diagnostics(optimizer) -> dict:
     """Counters an optimizer exposes for monitoring (Shampoo: root failures,
@@ -74,21 +82,45 @@ def _optimizer_diagnostics(optimizer) -> dict:
     return dict(diagnostics()) if callable(diagnostics) else {}
 
 
+def _comparable(config: RunConfig) -> dict:
+    """``config.to_dict()`` with the model section's defaults filled in, so a
+    key spelled out with its default value is no change."""
+    from matta_rec.utils.config import to_dict
+
+    out = config.to_dict()
+    out["model"] = to_dict(config.model_config())
+    return out
+
+
 def _load_config(config, schema, paths: RunPaths, resume: bool,
-                 overrides: Mapping | None) -> tuple[RunConfig, Schema]:
+                 overrides: Mapping | None) -> tuple[RunConfig, Schema, list]:
     """The run's config and schema, checked against the run directory.
 
-    On ``resume`` the run's own ``config.yaml`` (plus ``overrides``) and,
-    unless one is given, its ``schema.yaml``; otherwise ``config`` and
-    ``schema``, refusing a directory that already holds a run.
+    On ``resume`` the run's own ``config.yaml``, with ``config`` (when given)
+    and ``overrides`` applied through the resume policy
+    (:mod:`matta_rec.training.resume_policy`: only checkpoint, metrics,
+    follow and publish keys, ``data.skip_bad_shards``, ``data.max_rows`` and
+    ``epochs`` may change; anything else is refused, every changed key
+    named), and unless one is given its ``schema.yaml``; otherwise
+    ``config`` and ``schema``, refusing a directory that already holds a run.
+
+    Returns:
+        ``(config, schema, changes)``: ``changes`` lists the allowed changes
+        a resume applies (:class:`~matta_rec.training.resume_policy.Change`).
     """
+    changes: list = []
     if resume:
         if not os.path.exists(paths.config):
             raise ConfigError(
                 "nothing to resume: the run directory has no config.yaml; train without --resume",
                 source=paths.root,
             )
-        config = RunConfig.from_yaml(paths.config, overrides=overrides)
+        saved = RunConfig.from_yaml(paths.config)
+        asked = saved if config is None else RunConfig.load(config)
+        new = RunConfig.load(asked, overrides)
+        changes = check_resume(_comparable(saved), _comparable(new),
+                               schedule_depends_on_length=False, source=paths.config)
+        config = RunConfig.from_dict(new.to_dict(), source=paths.config) if changes else saved
         schema = load_schema(schema if schema is not None else paths.schema)
     else:
         if os.path.exists(paths.metrics) or os.path.exists(paths.checkpoints):
@@ -107,7 +139,7 @@ def _load_config(config, schema, paths: RunPaths, resume: bool,
             "use --set loss.label=target",
             source=config.source, key="loss.label",
         )
-    return config, schema
+    return config, schema, changes
 
 
 class _TrainingSession:
@@ -132,41 +164,74 @@ class _TrainingSession:
 
     def __init__(self, paths: RunPaths, config: RunConfig, schema: Schema, data, *,
                  resume: bool, model_builder: Callable | None,
-                 callbacks: Sequence[TrainingCallback] | None):
+                 callbacks: Sequence[TrainingCallback] | None, changes: Sequence = ()):
         self.paths, self.config, self.schema, self.data = paths, config, schema, data
-        self.resume = resume
+        self.resume, self.changes = resume, list(changes)
         self.model_builder = model_builder or build_model
         self.callbacks = CallbackList(callbacks)
         self.strategy = make_strategy(config.strategy, config.source)  # before any TF op
         self.chief = is_chief(self.strategy)
         self.task = task_of(self.strategy)
-        self.split = split_holdout(
-            data, schema, config.data.holdout_shards,
-            holdout_fraction=config.data.holdout_fraction, source=config.source,
-            key="data.holdout_shards",
-            fix="lower --set data.holdout_shards=N (or data.holdout_fraction)")
-        # Nothing held out: read `data` as given (its root names the shards).
-        self.train_data = self.split.train_files if self.split.holdout else data
+        self.split = self._holdout_split()
         self.stats = self._prepare_stats()
         self.rows_start = self.rows_end = self.rows_here = 0
         self.run_info: dict[str, Any] = {"resumed_from_rows": None, "rows_reread": 0,
-                                         "resumes": 0}
+                                         "resumes": 0, "config_changes": []}
         self.window: dict | None = None  # the last finished online window
+        self.stop_signal: str | None = None  # set by SIGTERM / SIGINT
+        self.stream = None
 
     # ------------------------------------------------------------- prepare
+    def _holdout_split(self) -> HoldoutSplit:
+        """The hold-out shards, fixed when the run starts.
+
+        A new run splits the shards present (the last ``data.holdout_shards``
+        or ``data.holdout_fraction``) and records the hold-out names in
+        ``RUN_DIR/holdout.json``; a resumed run holds out exactly those (the
+        ones still present), however the data root has grown since: a shard
+        never moves between training and hold-out.  Training reads the data
+        root minus the hold-out (``LogStream(exclude=...)``), so partitions
+        that land later are trained.
+        """
+        config, path = self.config, os.path.join(self.paths.root, HOLDOUT_FILE)
+        if self.resume and os.path.exists(path):
+            recorded = read_json(path)["holdout"]
+            present = split_holdout(self.data, self.schema, 0)
+            return HoldoutSplit(present.root,
+                                tuple(s for s in present.train if s not in set(recorded)),
+                                tuple(s for s in recorded if s in set(present.train)))
+        split = split_holdout(
+            self.data, self.schema, config.data.holdout_shards,
+            holdout_fraction=config.data.holdout_fraction, source=config.source,
+            key="data.holdout_shards",
+            fix="lower --set data.holdout_shards=N (or data.holdout_fraction)")
+        if self.chief:
+            os.makedirs(self.paths.root, exist_ok=True)
+            write_json_atomic(path, {"holdout": list(split.holdout)})
+        return split
+
+    def _stream(self, **options):
+        """A training stream: the data root minus the hold-out shards."""
+        from matta_rec.data.reader import LogStream
+
+        return LogStream(self.data, self.schema, batch_size=self.config.batch_size,
+                         skip_bad_shards=self.config.data.skip_bad_shards,
+                         root=self.split.root, exclude=self.split.holdout, **options)
+
     def _prepare_stats(self):
         """Fit (new run) or load (resume) the preprocessing statistics; the
         chief writes config, schema and statistics into the run directory."""
-        from matta_rec.data.reader import LogStream
         from matta_rec.features import FeatureStats
 
         os.makedirs(self.paths.root, exist_ok=True)
         if self.resume:
+            if self.changes and self.chief:
+                self.config.to_yaml(self.paths.config)
+                log("--resume applies " + "; ".join(str(c) for c in self.changes))
             return FeatureStats.load(self.paths.preprocessing)
         config = self.config
-        first = LogStream(self.train_data, self.schema, batch_size=config.batch_size,
-                          skip_bad_shards=config.data.skip_bad_shards)
-        stats = FeatureStats.fit(self.schema, first.iter_numpy(), max_rows=config.data.stats_rows)
+        stats = FeatureStats.fit(self.schema, self._stream().iter_numpy(),
+                                 max_rows=config.data.stats_rows)
         if self.chief:
             config.to_yaml(self.paths.config)
             self.schema.to_yaml(self.paths.schema)
@@ -202,7 +267,7 @@ class _TrainingSession:
         keras.utils.set_random_seed(config.seed)
         with self.strategy.scope():
             self.model = self.model_builder(model_config, self.schema, self.stats)
-            self.levels = tuple(getattr(self.model, "levels", None) or model_config.levels)
+            self.levels = tuple(model_levels(self.model, default=model_config.levels))
             self.trainer = MatTATrainer(self.model, self.loss_config, levels=self.levels)
             self.optimizer = get_optimizer(config.optimizer.name, config.optimizer.settings)
             self.trainer.compile(optimizer=self.optimizer)
@@ -210,16 +275,19 @@ class _TrainingSession:
     def _open_stream(self) -> None:
         """The training stream from the resume point; its first batch builds
         the model's variables (or the saved example, at the end of the stream)."""
-        from matta_rec.data.reader import LogStream
+        from matta_rec.data.reader import FollowOptions
 
         config = self.config
-        self.stream = LogStream(self.train_data, self.schema, batch_size=config.batch_size,
-                                start=self.start, epochs=config.epochs,
-                                skip_bad_shards=config.data.skip_bad_shards)
+        follow = None
+        if config.follow.enabled:
+            follow = FollowOptions(poll_interval_s=config.follow.poll_interval_s,
+                                   idle_timeout_s=config.follow.idle_timeout_s,
+                                   sentinel=config.follow.sentinel)
+        self.stream = self._stream(start=self.start, epochs=config.epochs, follow=follow)
         dataset = self.stream.dataset(with_position=True)
         self.element_spec = dataset.element_spec
         self.iterator = iter(dataset)
-        self.first_batch = next(self.iterator, None)
+        self.first_batch = self._next_batch(checkpoint=False)
         if self.first_batch is not None:
             self.example = example_batch(self.first_batch[0])
         elif self.state.get("example"):
@@ -227,6 +295,28 @@ class _TrainingSession:
         else:
             raise DataError("the training shards hold no rows", file=str(self.data),
                             fix="check --data and --set data.holdout_shards=N")
+
+    def _next_batch(self, checkpoint: bool = True):
+        """The next batch of the stream, ``None`` at its end.
+
+        A data error met mid-stream (a truncated shard, a bad value) reaches
+        here wrapped in a ``tf.errors`` exception; the stream keeps the
+        original.  The state after the last fully trained batch is
+        checkpointed first (``checkpoint=False`` before the model exists),
+        then the original error is raised, so fixing or quarantining the
+        shard and resuming neither loses nor repeats a row.
+        """
+        try:
+            return next(self.iterator, None)
+        except Exception as exc:
+            error = getattr(self.stream, "error", None)
+            if not isinstance(error, MattaError):
+                raise
+            if checkpoint and self.rows_end > self.last_saved[0]:
+                self.save_checkpoint()
+                log(f"checkpoint at stream row {self.rows_end}, the last fully trained batch; "
+                    "fix or quarantine the shard, then run the same command with --resume")
+            raise error from exc
         with self.strategy.scope():
             self.model(example_tensors(self.example, self.schema), training=False)
             self.optimizer.build(self.trainer.trainable_variables)
@@ -266,11 +356,14 @@ class _TrainingSession:
         self.online.load_state(state.get("online", {}))
         previous = read_json(self.paths.progress) if os.path.exists(self.paths.progress) else {}
         seen = int(previous.get("rows_end", rows_start))
+        self.previous_step = int(previous.get("step") or 0)
         prior = state.get("run_info", {})
         self.run_info = {
             "resumed_from_rows": rows_start,
             "rows_reread": max(0, seen - rows_start),
             "resumes": int(prior.get("resumes", 0)) + 1,
+            "config_changes": list(prior.get("config_changes", []))
+            + [{**c.to_dict(), "rows_end": rows_start} for c in self.changes],
         }
         log(f"resuming from {os.path.basename(latest)}: {rows_start} rows trained, stream "
             f"restarts at {self.start.shard or '<start>'} row {self.start.row}; the interrupted "
@@ -284,16 +377,17 @@ class _TrainingSession:
         self.train_step = make_train_step(self.strategy, self.trainer, self.loss_config.label,
                                           self.element_spec)
         planned = None
-        if (self.chief and config.metrics.progress) or self.callbacks:
+        if ((self.chief and config.metrics.progress) or self.callbacks) and not config.follow.enabled:
             total = planned_rows(self.split.train_files, config.epochs, config.data.max_rows)
             planned = None if total is None else max(total - self.rows_start, 0)
         names = [m.name for m in self.trainer.metrics] + list(_optimizer_diagnostics(self.optimizer))
         self.monitor = TrainingMonitor(self.paths, config.metrics, self.chief, names,
-                                       planned_rows=planned)
+                                       planned_rows=planned,
+                                       written_through_step=getattr(self, "previous_step", 0))
         self.callbacks.on_train_begin(TrainingInfo(
             run_dir=self.paths.root, config=config, schema=self.schema, levels=self.levels,
             rows_start=self.rows_start, resumed=self.resume, chief=self.chief,
-            planned_rows=planned))
+            planned_rows=planned, model=self.model, example=self.example))
 
     # ---------------------------------------------------------------- step
     def train_batch(self, batch) -> bool:
@@ -317,10 +411,15 @@ class _TrainingSession:
             features = {k: v[:keep] for k, v in features.items()}
             labels = {k: v[:keep] for k, v in labels.items()}
             batch_rows_end = max_rows
+        if self.callbacks:
+            self.callbacks.on_batch_begin(batch_rows_end,
+                                          {k: v.numpy() for k, v in features.items()},
+                                          {k: v.numpy() for k, v in labels.items()})
         logs, weight, logits = self.train_step(features, labels)
         self.rows_here += batch_rows_end - self.rows_end
         self.rows_end = batch_rows_end
-        self.monitor.heartbeat.beat(self.rows_end)
+        step = int(self.optimizer.iterations.numpy())
+        self.monitor.heartbeat.beat(self.rows_end, step)
         logits_np = {k: v.numpy() for k, v in logits.items()}
         labels_np = {k: v.numpy() for k, v in labels.items()}
         self._check_finite(logits_np)
@@ -330,7 +429,6 @@ class _TrainingSession:
         if self.callbacks:
             self.callbacks.on_batch_end(self.rows_end, {k: v.numpy() for k, v in features.items()},
                                         labels_np, logits_np)
-        step = int(self.optimizer.iterations.numpy())
         self._report(step, logs, weight, finished)
         if self._checkpoint_due(step):
             self.save_checkpoint()
@@ -376,10 +474,7 @@ class _TrainingSession:
         callbacks' ``on_checkpoint``.
         """
         rows_end, paths = self.rows_end, self.paths
-        if rows_end == self.rows_start and self.start is not None:
-            position = self.start  # nothing read yet in this process
-        else:
-            position = self.stream.position_at(rows_end)
+        position = self._position()
         self.rows_var.assign(rows_end)
         if self.chief:
             write_json_atomic(paths.state(rows_end), {
@@ -399,27 +494,82 @@ class _TrainingSession:
         self.last_saved = (rows_end, int(self.optimizer.iterations.numpy()))
         self.callbacks.on_checkpoint(rows_end)
 
+    def _position(self):
+        """The stream position after the last trained batch."""
+        if self.rows_end == self.rows_start and self.start is not None:
+            return self.start  # nothing read yet in this process
+        return self.stream.position_at(self.rows_end)
+
     # ----------------------------------------------------------------- run
     def run(self) -> dict:
-        """Build, restore, train to the end of the stream, finish; returns the metrics."""
+        """Build, restore, train to the end of the stream (or a stop signal),
+        finish; returns the metrics."""
         self._read_resume_point()
         self._build()
         self._open_stream()
         self._restore()
         self._start_monitor()
         self.t0 = time.time()
-        batch = self.first_batch
-        while batch is not None and self.train_batch(batch):
-            batch = next(self.iterator, None)
+        with self._stop_signals():
+            batch = self.first_batch
+            while batch is not None and self.train_batch(batch) and self.stop_signal is None:
+                batch = self._next_batch()
         self.wall = time.time() - self.t0
         self.online.flush(self.rows_end)
         if self.rows_end > self.last_saved[0] or self.latest is None:
             self.save_checkpoint()
-        self.monitor.heartbeat.beat(self.rows_end)
+        self.monitor.heartbeat.beat(self.rows_end, int(self.optimizer.iterations.numpy()))
         self.monitor.close(self.rows_here)
+        if self.stop_signal is not None:
+            log(f"stopped by {self.stop_signal}: checkpoint at stream row {self.rows_end}; "
+                "run the same command with --resume to continue")
         metrics = self.finish()
         self.callbacks.on_train_end(metrics)
         return metrics
+
+    @contextlib.contextmanager
+    def _stop_signals(self):
+        """SIGTERM / SIGINT end the run after the current batch, checkpointed.
+
+        The Python handler runs only when the main thread is between two
+        bytecodes, not while it waits inside TensorFlow for the next batch
+        (a follow-mode stream may wait for new partitions for a long time).
+        So the signal also goes through a wake-up pipe that a watcher thread
+        reads: it asks the stream to stop, the wait ends, and the loop sees
+        the signal after the batch it is on.  Only in the main thread.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def stop(signum, frame=None):
+            self.stop_signal = signal.Signals(signum).name
+            if self.stream is not None:
+                self.stream.request_stop()
+
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(write_fd, False)
+
+        def watch():
+            while True:
+                data = os.read(read_fd, 16)
+                if not data:
+                    return
+                stop(data[-1])
+
+        handlers = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+        wakeup = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+        watcher = threading.Thread(target=watch, name="matta-rec-stop-signals", daemon=True)
+        watcher.start()
+        try:
+            yield
+        finally:
+            signal.set_wakeup_fd(wakeup)
+            for signum, handler in handlers.items():
+                signal.signal(signum, handler)
+            os.close(write_fd)
+            watcher.join(timeout=5.0)
+            os.close(read_fd)
 
     # -------------------------------------------------------------- finish
     def finish(self) -> dict:
@@ -429,11 +579,15 @@ class _TrainingSession:
 
         config, levels, wall = self.config, self.levels, self.wall
         final = {m.name: float(m.result().numpy()) for m in self.trainer.metrics}
-        holdout: dict[str, Any] = {"shards": list(self.split.holdout)}
-        if self.split.holdout:
+        holdout: dict[str, Any] = {"shards": list(self.split.holdout), "root": self.split.root}
+        if self.split.holdout and self.stop_signal is not None:
+            holdout["skipped"] = f"stopped by {self.stop_signal}; evaluated when the run ends"
+        elif self.split.holdout:
             hold_stream = LogStream(self.split.holdout_files, self.schema,
-                                    batch_size=max(config.batch_size, 1024))
+                                    batch_size=max(config.batch_size, 1024),
+                                    root=self.split.root)
             holdout.update(evaluate_holdout(self.model, hold_stream, levels))
+        trained = self._position().to_dict().get("trained") or []
         metrics = {
             "mode": config.mode,
             "levels": list(levels),
@@ -457,6 +611,9 @@ class _TrainingSession:
                                        "logloss": final[f"{level}_logloss"]} for level in levels},
             },
             "holdout": holdout,
+            "input": {"root": self.split.root, "train_shards": trained,
+                      "holdout_shards": list(self.split.holdout)},
+            "stopped_by": self.stop_signal,
             "optimizer": {"name": config.optimizer.name, **_optimizer_diagnostics(self.optimizer)},
             "stream": self.stream.report().to_dict(),
         }
@@ -518,7 +675,14 @@ def train_run(
     """
     CallbackList(callbacks)  # a wrong callback fails before any work
     paths = RunPaths(out_dir)
-    config, schema = _load_config(config, schema, paths, resume, overrides)
+    config, schema, changes = _load_config(config, schema, paths, resume, overrides)
+    if config.publish.export_base and not any(getattr(c, "publishes", False)
+                                              for c in callbacks or ()):
+        raise ConfigError(
+            "publish.export_base is set but nothing publishes: run matta-rec train --publish "
+            "EXPORT_BASE, or pass callbacks=[matta_rec.export.gate.PublishCallback()]",
+            source=config.source, key="publish.export_base")
     session = _TrainingSession(paths, config, schema, data, resume=resume,
-                               model_builder=model_builder, callbacks=callbacks)
+                               model_builder=model_builder, callbacks=callbacks,
+                               changes=changes)
     return session.run()

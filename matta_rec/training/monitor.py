@@ -162,10 +162,10 @@ class Heartbeat:
     def __init__(self, path: str, enabled: bool):
         self.path, self.enabled = path, enabled
 
-    def beat(self, rows_end: int) -> None:
+    def beat(self, rows_end: int, step: int | None = None) -> None:
         if self.enabled:
-            write_json_atomic(self.path, {"rows_end": int(rows_end), "pid": os.getpid(),
-                                          "time": time.time()}, fsync=False)
+            write_json_atomic(self.path, {"rows_end": int(rows_end), "step": step,
+                                          "pid": os.getpid(), "time": time.time()}, fsync=False)
 
 
 def _scalar(name: str, value: float, step: int) -> None:
@@ -194,11 +194,16 @@ class TrainingMonitor:
         metric_names: the step metrics (shown as they are, not averaged).
         planned_rows: rows this process is expected to train, or ``None``.
         interval_s: seconds between plain progress lines.
+        written_through_step: TensorBoard already holds the steps up to this
+            one (a resumed run retrains the steps an interrupted process took
+            after its last checkpoint: they are not written twice).
     """
 
     def __init__(self, paths: RunPaths, config, chief: bool, metric_names: Sequence[str],
-                 planned_rows: int | None = None, interval_s: float = 30.0):
+                 planned_rows: int | None = None, interval_s: float = 30.0,
+                 written_through_step: int = 0):
         self.config = config
+        self.written_through_step = int(written_through_step)
         self.heartbeat = Heartbeat(paths.progress, chief)
         self.writer = None
         if chief and config.tensorboard:
@@ -233,7 +238,7 @@ class TrainingMonitor:
         if self.progress is not None:
             self.progress.update(rows_here, self.values, step)
         self.step = step
-        if self.writer is None:
+        if self.writer is None or step <= self.written_through_step:
             return
         with self.writer.as_default(step=step):
             if step % self.config.log_every_steps == 0:

@@ -3,7 +3,8 @@
 ``--resume`` continues a run from its checkpoint: the model, its optimizer
 state and the stream position were made under the run's config (its
 ``config.yaml``). A few keys only steer *how* the run goes on and may change
-(:data:`ALLOWED_ON_RESUME`): checkpoint cadence, online metrics, whether bad
+(:data:`ALLOWED_ON_RESUME`): checkpoint cadence, online metrics, continuous
+mode (``follow.*``) and gated publication (``publish.*``), whether bad
 shards are quarantined, and how long the run is (``data.max_rows``,
 ``epochs``; not when a learning-rate schedule depends on the run's length,
 since changing the length would move the schedule under the trained weights).
@@ -52,7 +53,8 @@ __all__ = [
 ]
 
 #: Keys (dotted; ``section.*`` = every key of the section) that may change on ``--resume``.
-ALLOWED_ON_RESUME = ("checkpoint.*", "metrics.*", "data.skip_bad_shards", "data.max_rows", "epochs")
+ALLOWED_ON_RESUME = ("checkpoint.*", "metrics.*", "follow.*", "publish.*", "data.skip_bad_shards",
+                     "data.max_rows", "epochs")
 
 #: Allowed keys that set the run's length: refused when a learning-rate
 #: schedule depends on it.
