@@ -14,7 +14,10 @@ past their retention deleted) is accepted; none of them left is not.
 
 Row counts come from the file metadata where that is cheap (Parquet footer);
 CSV and TFRecord files are scanned (CSV rows parsed by Arrow, TFRecord
-records hopped over by their length prefix, no TensorFlow needed).
+records hopped over by their length prefix, no TensorFlow needed). Shards on
+an object store (``s3://``, ``gs://``) are read through
+:mod:`matta_rec.data.filesystem`: a Parquet footer by ranged reads, a CSV or
+TFRecord object whole.
 
 Example:
 
@@ -35,6 +38,7 @@ from typing import Iterable, Mapping
 import pyarrow as pa
 
 from matta_rec.errors import DataError
+from matta_rec.data import filesystem as fs
 from matta_rec.data.writers import format_of
 
 __all__ = ["ShardFingerprint", "shard_fingerprint", "count_rows", "check_fingerprints"]
@@ -105,7 +109,10 @@ def _size(n: int) -> str:
 def _parquet_rows(path: str) -> int:
     import pyarrow.parquet as pq
 
-    return int(pq.read_metadata(path).num_rows)
+    if not fs.is_uri(path):
+        return int(pq.read_metadata(path).num_rows)
+    with fs.open_input(path) as handle:  # ranged reads: the footer only
+        return int(pq.read_metadata(handle).num_rows)
 
 
 def _csv_rows(path: str) -> int:
@@ -113,13 +120,21 @@ def _csv_rows(path: str) -> int:
 
     # Only the first column is converted (as text); every line is still
     # tokenized, so quoted newlines and blank lines count as read_csv does.
-    with open(path, "rb") as handle:
-        first = handle.readline()
+    # A remote file is read once, whole.
+    source = fs.read_bytes(path) if fs.is_uri(path) else path
+    if isinstance(source, str):
+        with open(path, "rb") as handle:
+            first = handle.readline()
+    else:
+        handle, first = pa.BufferReader(source), b""
+        while b"\n" not in first and (chunk := handle.read(1 << 16)):
+            first += chunk
+        first = first[: first.find(b"\n") + 1] if b"\n" in first else first
     if not first.strip():
         return 0
     column = next(iter(pcsv.read_csv(pa.py_buffer(first)).column_names))
     reader = pcsv.open_csv(
-        path,
+        source if isinstance(source, str) else pa.BufferReader(source),
         convert_options=pcsv.ConvertOptions(include_columns=[column], column_types={column: pa.string()}),
     )
     return sum(batch.num_rows for batch in reader)
@@ -127,10 +142,15 @@ def _csv_rows(path: str) -> int:
 
 def _tfrecord_rows(path: str) -> int:
     # A record: uint64 length, uint32 CRC of the length, the data, uint32 CRC.
-    # Hop from header to header; only 12 bytes per record are read.
-    size = os.path.getsize(path)
+    # Hop from header to header; only 12 bytes per record are read (of a
+    # local file; a remote one is read once, whole, then hopped in memory).
+    if fs.is_uri(path):
+        buffer = fs.read_bytes(path)
+        size, handle = buffer.size, pa.BufferReader(buffer)
+    else:
+        size, handle = os.path.getsize(path), open(path, "rb", buffering=1 << 16)
     offset, rows = 0, 0
-    with open(path, "rb", buffering=1 << 16) as handle:
+    with handle:
         while offset < size:
             header = handle.read(12)
             if len(header) < 12:
@@ -151,7 +171,8 @@ def count_rows(path: str | os.PathLike) -> int:
     """Rows of one shard, from its metadata (Parquet) or a scan (CSV, TFRecord).
 
     Args:
-        path: the shard file (``*.parquet``, ``*.csv`` or ``*.tfrecord``).
+        path: the shard file (``*.parquet``, ``*.csv`` or ``*.tfrecord``), a
+            local path or a URI (:mod:`matta_rec.data.filesystem`).
 
     Returns:
         The row count, without validating a value.
@@ -179,7 +200,7 @@ def shard_fingerprint(root: str | os.PathLike, name: str, *, rows: bool = True) 
     """The fingerprint of shard ``name`` under ``root`` as it is now.
 
     Args:
-        root: the data root the name is relative to.
+        root: the data root the name is relative to (a local path or a URI).
         name: the shard's ``/``-separated path relative to ``root``.
         rows: count the rows (``False``: ``rows`` is ``None``; only the size
             is taken).
@@ -191,9 +212,9 @@ def shard_fingerprint(root: str | os.PathLike, name: str, *, rows: bool = True) 
     Raises:
         DataError: the file does not exist.
     """
-    path = os.path.join(os.fspath(root), *name.split("/"))
+    path = fs.join(os.fspath(root), name)
     try:
-        size = os.path.getsize(path)
+        size = fs.file_size(path)
     except OSError as exc:
         raise DataError(f"the shard cannot be opened ({exc})", file=path, fix="check --data") from exc
     count = None
@@ -237,8 +258,8 @@ def check_fingerprints(
     prints = sorted((ShardFingerprint.from_dict(fp) for fp in recorded), key=lambda fp: fp.name)
     missing = []
     for old in prints:
-        path = os.path.join(root, *old.name.split("/"))
-        if not os.path.isfile(path):
+        path = fs.join(root, old.name)
+        if fs.kind(path) != "file":
             missing.append(old.name)
             continue
         now = shard_fingerprint(root, old.name)

@@ -24,12 +24,15 @@ from __future__ import annotations
 import csv
 import io
 import os
+import posixpath
+import uuid
 from typing import Callable
 
 import numpy as np
 import pyarrow as pa
 
 from matta_rec.errors import DataError
+from matta_rec.data import filesystem as fs
 from matta_rec.data.schema import Schema
 from matta_rec.data.writers import FORMATS, format_of
 
@@ -50,13 +53,30 @@ def _expected_kind(name: str, schema: Schema) -> str:
     return "float"  # labels
 
 
-def _check_not_empty(path: str) -> None:
+def _check_not_empty(path: str) -> "str | pa.Buffer":
+    """What the readers read: the local path itself (read in place), or the
+    whole object of a remote URI as one buffer (one request)."""
     try:
-        size = os.path.getsize(path)
+        if fs.is_uri(path):
+            source = fs.read_bytes(path)
+            size = source.size
+        else:
+            source, size = path, os.path.getsize(path)
     except OSError as exc:
         raise DataError(f"cannot open the shard ({exc})", file=path, fix=UNREADABLE_FIX) from exc
     if size == 0:
         raise DataError("the file is empty (0 bytes)", file=path, fix=UNREADABLE_FIX)
+    return source
+
+
+def _binary(source: "str | pa.Buffer"):
+    """A readable binary file over a local path or a buffer (each call a new one)."""
+    return open(source, "rb") if isinstance(source, str) else pa.BufferReader(source)
+
+
+def _arrow_input(source: "str | pa.Buffer"):
+    """What pyarrow's readers take: the path (its own fast local reads) or a buffer reader."""
+    return source if isinstance(source, str) else pa.BufferReader(source)
 
 
 # ------------------------------------------------------------------- parquet
@@ -69,9 +89,9 @@ def read_parquet(path: str, schema: Schema) -> pa.Table:
     """
     import pyarrow.parquet as pq
 
-    _check_not_empty(path)
+    source = _check_not_empty(path)
     try:
-        handle = pq.ParquetFile(path)
+        handle = pq.ParquetFile(_arrow_input(source))
         present = set(handle.schema_arrow.names)
         wanted = [c for c in schema.columns if c in present]
         table = handle.read(columns=wanted, use_threads=True)
@@ -85,17 +105,17 @@ def read_parquet(path: str, schema: Schema) -> pa.Table:
 
 
 # ----------------------------------------------------------------------- csv
-def _csv_header(path: str) -> list[str]:
-    with open(path, "r", encoding="utf-8", newline="") as handle:
+def _csv_header(source: "str | pa.Buffer") -> list[str]:
+    with io.TextIOWrapper(_binary(source), encoding="utf-8", newline="") as handle:
         try:
             return next(csv.reader(handle))
         except StopIteration:
             return []
 
 
-def _first_bad_csv_line(path: str, expected: int) -> tuple[int, int] | None:
+def _first_bad_csv_line(source: "str | pa.Buffer", expected: int) -> tuple[int, int] | None:
     """(0-based data row, column count) of the first row with a wrong column count."""
-    with open(path, "r", encoding="utf-8", newline="", errors="replace") as handle:
+    with io.TextIOWrapper(_binary(source), encoding="utf-8", newline="", errors="replace") as handle:
         reader = csv.reader(handle)
         next(reader, None)
         for row_index, fields in enumerate(reader):
@@ -104,13 +124,14 @@ def _first_bad_csv_line(path: str, expected: int) -> tuple[int, int] | None:
     return None
 
 
-def _locate_conversion_error(path: str, schema: Schema, present: list[str]) -> DataError:
+def _locate_conversion_error(path: str, schema: Schema, present: list[str],
+                             source: "str | pa.Buffer | None" = None) -> DataError:
     """Re-read a CSV as text and find the first value not parseable as its type."""
     import pyarrow.csv as pcsv
     import pyarrow.compute as pc
 
     table = pcsv.read_csv(
-        path,
+        _arrow_input(path if source is None else source),
         convert_options=pcsv.ConvertOptions(
             include_columns=present,
             column_types={c: pa.string() for c in present},
@@ -201,9 +222,9 @@ def read_csv(path: str, schema: Schema) -> pa.Table:
     import pyarrow.csv as pcsv
     import pyarrow.compute as pc
 
-    _check_not_empty(path)
+    source = _check_not_empty(path)
     try:
-        header = _csv_header(path)
+        header = _csv_header(source)
     except (UnicodeDecodeError, csv.Error) as exc:
         raise DataError(
             f"not a readable CSV file ({exc})", file=path, fix=UNREADABLE_FIX
@@ -220,7 +241,7 @@ def read_csv(path: str, schema: Schema) -> pa.Table:
         }[kind]
     try:
         table = pcsv.read_csv(
-            path,
+            _arrow_input(source),
             convert_options=pcsv.ConvertOptions(
                 include_columns=present,
                 column_types=types,
@@ -231,10 +252,10 @@ def read_csv(path: str, schema: Schema) -> pa.Table:
     except pa.ArrowInvalid as exc:
         message = str(exc)
         if "conversion error" in message:
-            raise _locate_conversion_error(path, schema, present) from exc
+            raise _locate_conversion_error(path, schema, present, source) from exc
         bad = None
         if "columns" in message:
-            bad = _first_bad_csv_line(path, len(header))
+            bad = _first_bad_csv_line(source, len(header))
         if bad is not None:
             row, count = bad
             raise DataError(
@@ -261,7 +282,7 @@ def read_csv(path: str, schema: Schema) -> pa.Table:
         try:
             vectors = pc.cast(split, pa.list_(pa.float32()))
         except pa.ArrowException as exc:
-            raise _locate_conversion_error(path, schema, present) from exc
+            raise _locate_conversion_error(path, schema, present, source) from exc
         table = table.set_column(table.schema.get_field_index(name), name, vectors)
     return table
 
@@ -293,24 +314,27 @@ def _record_iterator():
     return iterate
 
 
-def _read_records(path: str):
+def _read_records(path: str, tf_path: str | None = None, size: int | None = None):
+    """Every record of a TFRecord file (``tf_path``: where TensorFlow reads
+    it, default ``path``; ``size``: its bytes, default read from disk)."""
     import tensorflow as tf
 
+    tf_path = path if tf_path is None else tf_path
     batches = []
     try:
         iterator = _record_iterator()
         if iterator is not None:
             # The C++ record reader (checks every CRC): several times faster per
             # shard than building a TFRecordDataset pipeline eagerly.
-            records = list(iterator(path))
+            records = list(iterator(tf_path))
             if records:
                 batches.append(tf.constant(records, dtype=tf.string))
         else:
-            for batch in tf.data.TFRecordDataset(path, buffer_size=1 << 22).batch(1 << 16):
+            for batch in tf.data.TFRecordDataset(tf_path, buffer_size=1 << 22).batch(1 << 16):
                 batches.append(batch)
     except (tf.errors.DataLossError, tf.errors.OutOfRangeError, tf.errors.InvalidArgumentError) as exc:
         raise DataError(
-            f"not a readable TFRecord file: truncated or corrupt ({exc.message})",
+            f"not a readable TFRecord file: truncated or corrupt ({exc.message.replace(tf_path, path)})",
             file=path,
             fix=UNREADABLE_FIX,
         ) from exc
@@ -322,7 +346,7 @@ def _read_records(path: str):
     # TFRecordDataset stops quietly at a cut-off last record; a record takes
     # its length + 16 framing bytes, so compare with the file size.
     spanned = int(tf.reduce_sum(tf.strings.length(records, unit="BYTE"))) + 16 * int(records.shape[0])
-    size = os.path.getsize(path)
+    size = os.path.getsize(path) if size is None else size
     if spanned != size:
         raise DataError(
             f"the file is truncated: its {int(records.shape[0])} complete records span {spanned} "
@@ -431,12 +455,13 @@ def _shard_decoder(columns: dict):
     return decode
 
 
-def _read_tfrecord_fast(path: str, schema: Schema, wanted: dict) -> pa.Table | None:
+def _read_tfrecord_fast(path: str, schema: Schema, wanted: dict,
+                        tf_path: str | None = None, size: int | None = None) -> pa.Table | None:
     """The common case of :func:`read_tfrecord`, or ``None`` to take the
     value-by-value path (which names the file, column and row of a problem):
     any read or parse error, a truncated file, a column stored with another
     type, a missing or repeated value, a vector of another length, text that
-    is not UTF-8."""
+    is not UTF-8. ``tf_path`` / ``size`` as for :func:`_read_records`."""
     import tensorflow as tf
 
     kinds = {name: _expected_kind(name, schema) for name in schema.columns}
@@ -446,11 +471,11 @@ def _read_tfrecord_fast(path: str, schema: Schema, wanted: dict) -> pa.Table | N
     try:
         columns, spanned, n = _shard_decoder(
             {name: (dtype, shapes[name]) for name, dtype in wanted.items()}
-        )(tf.constant(path))
+        )(tf.constant(path if tf_path is None else tf_path))
     except tf.errors.OpError:
         return None
     n = int(n)
-    if int(spanned) + 16 * n != os.path.getsize(path):
+    if int(spanned) + 16 * n != (os.path.getsize(path) if size is None else size):
         return None
     out = {}
     for name in schema.columns:
@@ -490,22 +515,41 @@ def read_tfrecord(path: str, schema: Schema) -> pa.Table:
     UTF-8 text) is decoded in one traced TensorFlow call; anything else is
     read value by value, which is slower but names the row of a problem.
 
+    A shard on an object store (TensorFlow cannot open ``s3://``) is read
+    through :mod:`matta_rec.data.filesystem` and handed to TensorFlow as an
+    in-memory file (``ram://``), so CRCs are checked the same way; errors
+    name the URI.
+
     Args:
-        path: the shard.
+        path: the shard (a local path or a URI).
         schema: the feature schema.
     """
-    _check_not_empty(path)
+    source = _check_not_empty(path)
     wanted = _tf_types(schema)
-    table = _read_tfrecord_fast(path, schema, wanted)
-    return table if table is not None else _read_tfrecord_by_value(path, schema, wanted)
+    if isinstance(source, str):
+        table = _read_tfrecord_fast(path, schema, wanted)
+        return table if table is not None else _read_tfrecord_by_value(path, schema, wanted)
+    import tensorflow as tf
+
+    ram = f"ram://matta_rec/{uuid.uuid4().hex}/{posixpath.basename(path)}"
+    try:
+        tf.io.write_file(ram, tf.constant(source.to_pybytes()))
+        table = _read_tfrecord_fast(path, schema, wanted, ram, source.size)
+        if table is None:
+            table = _read_tfrecord_by_value(path, schema, wanted, ram, source.size)
+        return table
+    finally:
+        if tf.io.gfile.exists(ram):
+            tf.io.gfile.remove(ram)
 
 
-def _read_tfrecord_by_value(path: str, schema: Schema, wanted: dict) -> pa.Table:
+def _read_tfrecord_by_value(path: str, schema: Schema, wanted: dict,
+                            tf_path: str | None = None, size: int | None = None) -> pa.Table:
     """:func:`read_tfrecord` value by value: int64-stored numbers, missing
     values, and every error with its file, column and row."""
     import tensorflow as tf
 
-    records = _read_records(path)
+    records = _read_records(path, tf_path, size)
     try:
         parsed = _parse(records, wanted)
     except tf.errors.InvalidArgumentError:

@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from typing import Any
 
 from matta_rec.errors import ConfigError, DataError
+from matta_rec.data import filesystem as fs
 
 __all__ = ["HoldoutSplit", "holdout_count", "split_holdout"]
 
@@ -36,7 +36,8 @@ class HoldoutSplit:
     """The shards of a stream split into training and hold-out parts.
 
     Args:
-        root: the data root the relative paths are relative to.
+        root: the data root the relative paths are relative to (a local path
+            or a URI such as ``s3://bucket/logs``).
         train: relative paths of the training shards, in reading order.
         holdout: relative paths of the held-out shards (the last ones).
     """
@@ -47,13 +48,13 @@ class HoldoutSplit:
 
     @property
     def train_files(self) -> list[str]:
-        """Absolute paths of the training shards."""
-        return [os.path.join(self.root, rel) for rel in self.train]
+        """Absolute paths (or URIs, for a root on an object store) of the training shards."""
+        return [fs.join(self.root, rel) for rel in self.train]
 
     @property
     def holdout_files(self) -> list[str]:
-        """Absolute paths of the held-out shards."""
-        return [os.path.join(self.root, rel) for rel in self.holdout]
+        """Absolute paths (or URIs) of the held-out shards."""
+        return [fs.join(self.root, rel) for rel in self.holdout]
 
 
 def holdout_count(shards: int, holdout_shards: int = 0,

@@ -29,6 +29,13 @@ before any of its rows is delivered; rows are then cut into batches of
 Memory is bounded by the shard being delivered, ``read_ahead`` shards loaded
 in the background and the ``tf.data`` prefetch queue, however long the stream.
 
+The data may be local or on an object store: every listing and every byte
+goes through :mod:`matta_rec.data.filesystem` (local paths and ``file://``
+read in place; ``s3://`` and ``gs://`` through ``pyarrow.fs``, with
+endpoints and credentials from the standard environment; ``hdfs://`` the
+same way, untested). Names, positions, quarantine entries and follow mode
+work the same on every scheme; errors name a remote shard by its URI.
+
 Example:
 
 >>> stream = LogStream("logs/", "logs/schema.yaml", batch_size=1024)
@@ -50,6 +57,7 @@ import dataclasses
 import glob as globlib
 import logging
 import os
+import posixpath
 import queue
 import threading
 import time
@@ -59,6 +67,7 @@ import numpy as np
 import pyarrow as pa
 
 from matta_rec.errors import DataError
+from matta_rec.data import filesystem as fs
 from matta_rec.data.fingerprints import ShardFingerprint, check_fingerprints, count_rows
 from matta_rec.data.formats import read_shard
 from matta_rec.data.schema import Schema, load_schema
@@ -286,22 +295,6 @@ class StreamReport:
 
 
 # ------------------------------------------------------------------ listing
-def _relative(path: str, root: str) -> str | None:
-    """``path`` relative to ``root``, ``/``-separated; ``None`` if outside it.
-
-    Plain absolute paths are tried first, then resolved ones, so a root
-    reached through a symbolic link still holds its shards.
-    """
-    for norm in (os.path.abspath, os.path.realpath):
-        try:
-            rel = os.path.relpath(norm(path), norm(root))
-        except ValueError:  # another drive
-            continue
-        if rel != os.pardir and not rel.startswith(os.pardir + os.sep) and not os.path.isabs(rel):
-            return rel.replace(os.sep, "/")
-    return None
-
-
 def _outside(path: str, root: str) -> DataError:
     return DataError(
         f"the shard is outside the data root '{root}', so it has no name relative to it",
@@ -312,37 +305,35 @@ def _outside(path: str, root: str) -> DataError:
 
 @dataclasses.dataclass(frozen=True)
 class _Source:
-    root: str  # names are relative to it
+    root: str  # names are relative to it (a local path or a URI)
     files: tuple | None  # an explicit list of files
     pattern: str | None  # a glob
     single: str | None  # a single file
     folder: str | None = None  # a directory searched recursively
     exclude: frozenset = frozenset()  # names never listed (a run's hold-out shards)
+    fixed: str | None = None  # the folder before a glob's first wildcard
 
     def list(self) -> list[tuple[str, str]]:
-        """Sorted ``(relative path, absolute path)`` of the shards present now."""
+        """Sorted ``(relative path, absolute path or URI)`` of the shards present now."""
         if self.files is not None:
             paths = list(self.files)
         elif self.single is not None:
-            paths = [self.single] if os.path.exists(self.single) else []
+            paths = [self.single] if fs.kind(self.single) is not None else []
+        elif self.pattern is not None and fs.is_uri(self.pattern):
+            paths = fs.glob_files(self.pattern, self.fixed)
         elif self.pattern is not None:
             paths = [p for p in globlib.glob(self.pattern, recursive=True) if os.path.isfile(p)]
         else:
-            paths = []
-            for folder, dirs, names in os.walk(self.folder):
-                dirs[:] = [d for d in dirs if not d.startswith((".", "_"))]
-                for name in names:
-                    if not name.startswith((".", "_")) and format_of(name):
-                        paths.append(os.path.join(folder, name))
+            paths = fs.list_files(self.folder)
         out = []
         for path in paths:
-            if os.path.basename(path).startswith((".", "_")) or not format_of(path):
+            if posixpath.basename(path.replace(os.sep, "/")).startswith(fs.HIDDEN_PREFIXES) or not format_of(path):
                 continue
-            rel = _relative(path, self.root)
+            rel = fs.relative(path, self.root)
             if rel is None:
-                raise _outside(os.path.abspath(path), self.root)
+                raise _outside(fs.normalize(path), self.root)
             if rel not in self.exclude:
-                out.append((rel, os.path.abspath(path)))
+                out.append((rel, fs.normalize(path)))
         out.sort()
         return out
 
@@ -354,8 +345,8 @@ def _source(data: Any, root: Any = None) -> _Source:
         return source
     if not isinstance(root, (str, os.PathLike)):
         raise TypeError(f"root must be a directory path or None, got {type(root).__name__}")
-    root = os.path.abspath(os.fspath(root))
-    if not os.path.isdir(root):
+    root = fs.normalize(root)
+    if fs.kind(root) != "dir":
         raise DataError("the data root is not a directory", file=root,
                         fix="pass --data as the directory holding the log shards")
     if source.files is not None:
@@ -365,7 +356,7 @@ def _source(data: Any, root: Any = None) -> _Source:
     else:  # a directory, or the fixed prefix of a glob
         held = (source.folder or source.root,)
     for path in held:
-        if _relative(path, root) is None:
+        if path != root and fs.relative(path, root) is None:
             raise _outside(path, root)
     return dataclasses.replace(source, root=root)
 
@@ -374,40 +365,40 @@ def _default_source(data: Any) -> _Source:
     if isinstance(data, (list, tuple)):
         if not data:
             raise ValueError("data is an empty list; give a directory, a glob or shard files")
-        files = tuple(os.path.abspath(os.fspath(p)) for p in data)
+        files = tuple(fs.normalize(p) for p in data)
         for path in files:
-            if not os.path.isfile(path):
+            if fs.kind(path) != "file":
                 raise DataError("no such shard file", file=path, fix="check --data")
             if not format_of(path):
                 raise DataError(
                     "not a shard: unknown extension", file=path,
                     fix="name shards *.parquet, *.csv or *.tfrecord",
                 )
-        root = os.path.commonpath([os.path.dirname(p) for p in files])
-        return _Source(root, files, None, None)
+        return _Source(fs.common_folder(list(files)), files, None, None)
     if not isinstance(data, (str, os.PathLike)):
         raise TypeError(
             f"data must be a directory, glob, file path or list of files, got {type(data).__name__}"
         )
-    data = os.fspath(data)
-    if os.path.isdir(data):
-        return _Source(os.path.abspath(data), None, None, None, os.path.abspath(data))
-    if os.path.isfile(data):
+    data = fs.normalize(data)
+    found = fs.kind(data) if not (fs.is_uri(data) and _GLOB_CHARS & set(data)) else None
+    if found == "dir":
+        return _Source(data, None, None, None, data)
+    if found == "file":
         if not format_of(data):
             raise DataError(
                 "not a shard: unknown extension", file=data,
                 fix="name shards *.parquet, *.csv or *.tfrecord, or pass their directory",
             )
-        return _Source(os.path.dirname(os.path.abspath(data)), None, None, os.path.abspath(data))
+        return _Source(fs.common_folder([data]), None, None, data)
     if _GLOB_CHARS & set(data):
-        parts = os.path.abspath(data).split(os.sep)
+        sep = "/" if fs.is_uri(data) else os.sep
         fixed = []
-        for part in parts:
+        for part in data.split(sep):
             if _GLOB_CHARS & set(part):
                 break
             fixed.append(part)
-        root = os.sep.join(fixed) or os.sep
-        return _Source(root, None, os.path.abspath(data), None)
+        root = sep.join(fixed) or sep
+        return _Source(root, None, data, None, fixed=root)
     raise DataError(
         "no such directory, file or glob",
         file=data,
@@ -494,7 +485,16 @@ class LogStream:
             ``_`` are ignored), a glob, a single shard file or a list of
             shard files. Shards are ``*.parquet``, ``*.csv`` or
             ``*.tfrecord`` (``tf.Example``) and are read in lexicographic
-            order of their path relative to the data root.
+            order of their path relative to the data root. Each may be a
+            local path, a ``file://`` URI, or an object-store URI:
+            ``s3://bucket/logs`` (AWS S3 or any S3-compatible server, found
+            through ``AWS_ENDPOINT_URL``; credentials and region from
+            ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` /
+            ``AWS_DEFAULT_REGION`` or the AWS config files), ``gs://bucket/
+            logs`` (Google Cloud Storage, ``GOOGLE_APPLICATION_CREDENTIALS``)
+            and ``hdfs://namenode:port/logs`` (needs libhdfs and a JVM;
+            untested). Globs work on URIs too (``s3://b/logs/dt=2026-11-0*/
+            **/*.parquet``). See :mod:`matta_rec.data.filesystem`.
         root: the data root: a shard's name (its identity in positions,
             quarantine entries, reports and errors) is its path relative to
             it, partition folders included (``dt=2026-11-01/hour=07/
@@ -504,7 +504,8 @@ class LogStream:
             passes ``--data`` here, so that the names stay the same whether it
             reads the directory, a glob or a list of its files, however the
             list grows, and however ``--data`` is spelled (relative, absolute,
-            trailing slash). Every shard must lie under it.
+            trailing slash). Every shard must lie under it, on the same
+            file system (a URI root for URI shards).
         schema: a :class:`~matta_rec.data.schema.Schema`, a YAML path or a
             dict.
         batch_size: rows per batch (batches span shard boundaries; the last
@@ -543,6 +544,9 @@ class LogStream:
     >>> features, labels = next(iter(stream.iter_numpy()))
     >>> labels["target"].shape
     (256,)
+    >>> # AWS_ENDPOINT_URL=http://127.0.0.1:9000 for an S3-compatible server
+    >>> LogStream("s3://logs/day", "schema.yaml", batch_size=256).shards()[:1]
+    ['dt=2026-11-01/hour=00/part-0.parquet']
     """
 
     def __init__(
@@ -810,7 +814,7 @@ class LogStream:
         """Read + validate one shard; ``None`` when quarantined."""
         table = None
         try:
-            size = os.path.getsize(path)
+            size = fs.file_size(path)
             table = read_shard(path, self.schema)
             cols = validate_table(table, self.schema, path, strings=strings)
         except DataError as exc:
@@ -887,7 +891,7 @@ class LogStream:
         if start.row > 0 and start.shard not in {rel for rel, _ in listing}:
             raise DataError(
                 f"the resume position is row {start.row} of shard '{start.shard}', which is gone",
-                file=os.path.join(self.root, *start.shard.split("/")),
+                file=fs.join(self.root, start.shard),
                 fix="restore the shard, or point --data at the data root the run was trained on "
                 "(shard names are relative to it)",
             )
@@ -895,9 +899,9 @@ class LogStream:
 
     def _sentinel_exists(self) -> bool:
         sentinel = os.fspath(self.follow.sentinel)
-        if not os.path.isabs(sentinel):
-            sentinel = os.path.join(self.root, sentinel)
-        return os.path.exists(sentinel)
+        if not (fs.is_uri(sentinel) or os.path.isabs(sentinel)):
+            sentinel = fs.join(self.root, sentinel)
+        return fs.kind(fs.normalize(sentinel)) is not None
 
     def _paths(self, stop: threading.Event) -> Iterator[tuple[int, str, str]]:
         """``(epoch, relative path, absolute path)`` of the shards to read, in order."""
@@ -1046,7 +1050,7 @@ class LogStream:
                     raise DataError(
                         f"the resume position is row {row0} but the shard has {cols.num_rows} rows; "
                         "it changed since the position was saved",
-                        file=os.path.join(self.root, *rel.split("/")),
+                        file=fs.join(self.root, rel),
                         fix="restore the shard as it was when trained, or start a new --out",
                     )
                 piece = cols.slice(row0, cols.num_rows)
