@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -11,8 +12,8 @@ from matta_rec.cli.main import main
 from matta_rec.errors import MattaError
 from matta_rec.data.schema import Schema
 from matta_rec.data.writers import write_shard
-from matta_rec.evaluation import auroc, evaluate_models, resolve_model, resolve_models
-from matta_rec.metrics.auc import logloss
+from matta_rec.evaluation import evaluate_models, resolve_model, resolve_models
+from matta_rec.metrics.auc import auroc, logloss
 
 SCHEMA = {
     "features": {
@@ -267,3 +268,37 @@ def test_curves_of_one_run_named_twice_are_listed_once(tmp_path):
     rel = os.path.relpath(run)
     curves = load_curves([str(run), rel, str(run) + "/"])
     assert list(curves) == ["matta"]
+
+
+def test_metrics_from_their_old_home_warn_and_are_the_metrics_package_s():
+    import matta_rec.evaluation as evaluation
+    import matta_rec.metrics as metrics
+
+    for name in ("auroc", "paired_bootstrap", "DeLongResult"):
+        with pytest.warns(DeprecationWarning, match=rf"matta_rec.metrics.{name}"):
+            assert getattr(evaluation, name) is getattr(metrics, name)
+    with pytest.raises(AttributeError, match="no attribute 'not_a_metric'"):
+        evaluation.not_a_metric
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["matta", "student"])
+def test_run_dir_levels_and_params(tmp_path, mode):
+    """RUN_DIR#LEVEL: the levels are the model's; params are the level's family entry."""
+    import sys
+
+    sys.path.insert(0, os.path.dirname(__file__))
+    from export_testlib import train_tiny_run
+
+    from matta_rec.training import load_run
+
+    run_dir, logs = train_tiny_run(str(tmp_path), config={"mode": mode})
+    schema = Schema.from_yaml(os.path.join(logs, "schema.yaml"))
+    family = {i.name: i.params for i in load_run(run_dir).model.list_submodels()}
+    levels = ["student", "ta"] if mode == "matta" else ["student"]
+    for level in levels:
+        (handle,) = resolve_model(f"{run_dir}#{level}", schema)
+        assert handle.load(schema).params == family[level]
+    with pytest.raises(MattaError, match=re.escape(f"has levels {levels}, not 'teacher'; "
+                                                   "use RUN_DIR#<level>")):
+        resolve_model(f"{run_dir}#teacher", schema)[0].load(schema)

@@ -1,30 +1,24 @@
-"""Evaluation: exact AUROC / AucLoss (soft labels), CIs vs a baseline, reports, ablations.
+"""Evaluation: models scored against a baseline, reports, ablations.
 
-* :mod:`.metrics`: ``auroc``, ``auc_loss``, ``logloss``, ``calibration``, ``delong_test``.
-* :mod:`.bootstrap`: ``paired_bootstrap`` of the AucLoss difference / relative change.
 * :mod:`.scoring`: load SavedModels, export bases and run directories; score a stream.
 * :mod:`.compare`: ``evaluate_models`` (metrics of every model vs the baseline).
 * :mod:`.report`: terminal table, report.md, report.json, Pareto and online-curve PNGs.
 * :mod:`.ablation`: the paper's Table 3 / Table 4 grid over seeds.
 
+The metrics themselves (``auroc``, ``auc_loss``, ``paired_bootstrap``, ...)
+live in :mod:`matta_rec.metrics`; importing them from here still works for
+one release, with a ``DeprecationWarning``.
+
 Example:
 
->>> from matta_rec.evaluation import auroc
->>> auroc([0, 1, 1], [0.2, 0.9, 0.1])
-0.5
+>>> from matta_rec.evaluation import evaluate_models, resolve_models
+>>> handles = resolve_models(["exports"], schema)
 """
 
-from matta_rec.metrics.bootstrap import BootstrapResult, paired_bootstrap
+import warnings
+
+from matta_rec import metrics as _metrics
 from matta_rec.evaluation.compare import compare_scores, evaluate_models
-from matta_rec.metrics.auc import (
-    Calibration,
-    DeLongResult,
-    auc_loss,
-    auroc,
-    calibration,
-    delong_test,
-    logloss,
-)
 from matta_rec.evaluation.report import format_table, load_curves, write_report
 from matta_rec.evaluation.scoring import (
     ModelHandle,
@@ -36,15 +30,6 @@ from matta_rec.evaluation.scoring import (
 )
 
 __all__ = [
-    "auroc",
-    "auc_loss",
-    "logloss",
-    "calibration",
-    "Calibration",
-    "delong_test",
-    "DeLongResult",
-    "paired_bootstrap",
-    "BootstrapResult",
     "evaluate_models",
     "compare_scores",
     "ModelHandle",
@@ -57,3 +42,16 @@ __all__ = [
     "load_curves",
     "write_report",
 ]
+
+
+def __getattr__(name: str):
+    """The metrics' old home: ``matta_rec.evaluation.auroc`` -> ``matta_rec.metrics.auroc``."""
+    if name in _metrics.__all__:
+        warnings.warn(
+            f"matta_rec.evaluation.{name} moved to matta_rec.metrics.{name}; import it "
+            f"from there (`from matta_rec.metrics import {name}`)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(_metrics, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -123,6 +123,8 @@ class ModelHandle:
     def _load_savedmodel(self, schema: Schema) -> None:
         import tensorflow as tf
 
+        from matta_rec.export.run_export import saved_model_bytes, saved_model_params
+
         try:
             loaded = tf.saved_model.load(self.path)
         except Exception as exc:  # noqa: BLE001 - TF raises many types
@@ -183,9 +185,9 @@ class ModelHandle:
             if variables:
                 self.params = int(sum(int(np.prod(v.shape)) for v in variables))
             else:
-                self.params = _checkpoint_params(self.path)
+                self.params = saved_model_params(self.path)
         if self.size_bytes is None:
-            self.size_bytes = _dir_size(self.path)
+            self.size_bytes = saved_model_bytes(self.path)
         self._loaded = loaded  # keep the resources alive
 
     def _load_run(self, schema: Schema) -> None:
@@ -262,60 +264,30 @@ class ModelHandle:
         }
 
 
-def _levels_of(run) -> tuple:
-    """Level names of a loaded run's model (``()`` when it does not say)."""
-    levels = getattr(run.model, "levels", None)
-    if levels:
-        return tuple(levels)
-    config = getattr(run, "config", None)
-    try:
-        model_config = config.model_for_mode() if hasattr(config, "model_for_mode") \
-            else config.model_config()
-        return tuple(model_config.levels)
-    except Exception:  # noqa: BLE001 - levels are only a validation aid
-        return ()
+def _levels_of(run) -> tuple[str, ...]:
+    """Level names of a loaded run: what its model says, else what its config trains."""
+    from matta_rec.models import model_levels
+
+    return model_levels(run.model) or tuple(run.config.model_for_mode().levels)
 
 
 def _run_level_params(model, level: str) -> int | None:
-    try:
-        for info in model.list_submodels():
-            if getattr(info, "name", None) == level:
-                return int(info.params)
-    except Exception:  # noqa: BLE001 - fall back to counting
-        pass
+    """Parameters of one level of a run's model (``None`` when it cannot say)."""
+    family = getattr(model, "list_submodels", None)
+    if family is not None:
+        try:
+            for info in family():
+                if info.name == level:
+                    return int(info.params)
+        except (MattaError, KeyError, ValueError):
+            # A model from a custom model_builder may carry an architecture the
+            # Mix'n'Match description does not cover (unknown block kind or
+            # key): it has no family, so count the whole model below.
+            pass
     try:
         return int(model.count_params())
-    except Exception:  # noqa: BLE001
+    except ValueError:  # Keras: a model not built yet has no weights to count
         return None
-
-
-def _checkpoint_params(path: str) -> int | None:
-    """Scalars stored in a SavedModel's variables checkpoint (``None`` if unreadable)."""
-    import tensorflow as tf
-
-    try:
-        reader = tf.train.load_checkpoint(os.path.join(path, "variables", "variables"))
-    except Exception:  # noqa: BLE001 - a SavedModel may hold no variables
-        return None
-    total = 0
-    for name, shape in reader.get_variable_to_shape_map().items():
-        if name.startswith("_CHECKPOINTABLE_OBJECT_GRAPH"):
-            continue
-        if reader.get_variable_to_dtype_map()[name] == tf.string:
-            continue
-        total += int(np.prod(shape)) if shape else 1
-    return total or None
-
-
-def _dir_size(path: str) -> int:
-    total = 0
-    for root, _, files in os.walk(path):
-        for f in files:
-            try:
-                total += os.path.getsize(os.path.join(root, f))
-            except OSError:
-                pass
-    return total
 
 
 # --------------------------------------------------------------- resolving

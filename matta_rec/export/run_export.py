@@ -62,25 +62,40 @@ def size_dir_name(spec_name: str) -> str:
 
 
 def saved_model_bytes(path: str) -> int:
-    """Size on disk of a SavedModel directory (all files)."""
+    """Size on disk of a SavedModel directory (all files; one that vanishes meanwhile counts 0)."""
     total = 0
     for dirpath, _, files in os.walk(path):
         for name in files:
-            total += os.path.getsize(os.path.join(dirpath, name))
+            try:
+                total += os.path.getsize(os.path.join(dirpath, name))
+            except OSError:  # removed while walking (a version being replaced): not there
+                pass
     return total
 
 
-def saved_model_params(path: str) -> int:
-    """Number of scalars stored in a SavedModel's variables (what it physically holds)."""
+def saved_model_params(path: str) -> int | None:
+    """Number of numeric scalars stored in a SavedModel's variables (what it physically holds).
+
+    Args:
+        path: a SavedModel directory.
+
+    Returns:
+        The count, or ``None`` when the SavedModel stores no numeric
+        variables (no ``variables/`` checkpoint, or only string ones).
+    """
     import tensorflow as tf
 
-    reader = tf.train.load_checkpoint(os.path.join(path, "variables", "variables"))
+    try:
+        reader = tf.train.load_checkpoint(os.path.join(path, "variables", "variables"))
+    except tf.errors.OpError:  # NotFoundError / DataLossError: a SavedModel without variables
+        return None
+    dtypes = reader.get_variable_to_dtype_map()
     total = 0
     for name, shape in reader.get_variable_to_shape_map().items():
-        if name.startswith("_CHECKPOINTABLE_OBJECT_GRAPH"):
+        if name.startswith("_CHECKPOINTABLE_OBJECT_GRAPH") or dtypes[name] == tf.string:
             continue
         total += int(np.prod(shape)) if shape else 1
-    return total
+    return total or None
 
 
 def next_version(export_base: str, size_names: Iterable[str]) -> int:
@@ -106,10 +121,12 @@ def read_manifest(export_base: str) -> dict:
 
 
 def _level_names(model) -> tuple[str, ...]:
-    levels = getattr(model, "levels", None)
-    if not levels:
+    from matta_rec.models import model_levels
+
+    levels = model_levels(model)
+    if levels is None:
         raise ExportError("the run's model does not name its levels; is it a NestedRelevanceModel?")
-    return tuple(levels)
+    return levels
 
 
 @dataclasses.dataclass
@@ -217,16 +234,18 @@ def pareto_sizes(chosen: Sequence[Size], auc_loss: Mapping[str, float]) -> tuple
 
 
 def _size_facts(model, spec, info) -> tuple[int | None, int | None]:
+    """Parameters and FLOPs of a size: its family entry, else counted from its architecture."""
     if info is not None:
         return int(info.params), int(info.flops)
-    try:
-        from matta_rec.models import count_flops, count_params, submodel_architecture
+    from matta_rec.models import count_flops, count_params, submodel_architecture
 
-        sub = submodel_architecture(model.architecture, spec)
-        features = model.embedding.features
-        return int(count_params(sub, features)), int(count_flops(sub, features))
-    except Exception:  # pragma: no cover - facts are best effort for unusual models
-        return None, None
+    architecture = getattr(model, "architecture", None)
+    features = getattr(getattr(model, "embedding", None), "features", None)
+    if architecture is None or features is None:
+        return None, None  # a model that does not describe its architecture: facts unknown
+    # resolve_sizes already resolved the spec against this architecture.
+    sub = submodel_architecture(architecture, spec)
+    return int(count_params(sub, features)), int(count_flops(sub, features))
 
 
 def stream_rows(data, schema, rows: int) -> dict | None:
