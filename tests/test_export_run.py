@@ -1,5 +1,7 @@
 """export_run / `matta-rec export` from a tiny trained run (end to end)."""
 
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -170,21 +172,23 @@ def holdout_exports(tmp_path_factory):
     tmp = str(tmp_path_factory.mktemp("export_pareto"))
     run_dir, logs = train_tiny_run(
         tmp, config={"data": dict(TINY_RUN["data"], holdout_shards=1)})
-    out = {}
+    out, printed = {}, {}
     for sizes in ("all", "all-pareto"):
         base = os.path.join(tmp, sizes)
-        code = main(["export", "--run", run_dir, "--out", base, "--sizes", sizes,
-                     "--data", logs, "--warmup-rows", "8", "--latency-repeats", "0"])
+        with contextlib.redirect_stdout(io.StringIO()) as stdout:
+            code = main(["export", "--run", run_dir, "--out", base, "--sizes", sizes,
+                         "--data", logs, "--warmup-rows", "8", "--latency-repeats", "0"])
         assert code == 0
         out[sizes] = _manifest(base)
-    return run_dir, logs, out
+        printed[sizes] = stdout.getvalue()
+    return run_dir, logs, out, printed
 
 
 def test_all_is_every_member_and_all_pareto_its_front(holdout_exports):
     from matta_rec.training import load_run
     from matta_rec.utils.pareto import dominates
 
-    run_dir, _, manifests = holdout_exports
+    run_dir, _, manifests, _ = holdout_exports
     run = load_run(run_dir)
     family = [i.name for i in run.model.list_submodels()]
     every = {e["spec"]: e for e in manifests["all"]["sizes"]}
@@ -207,6 +211,24 @@ def test_all_is_every_member_and_all_pareto_its_front(holdout_exports):
     for spec, entry in front.items():
         assert entry["holdout_auc_loss"] == pytest.approx(every[spec]["holdout_auc_loss"])
     assert "pareto" not in manifests["all"]
+
+
+def test_printed_table_shows_held_out_auc_loss_when_measured(holdout_exports, run_and_export,
+                                                            capsys):
+    _, _, manifests, printed = holdout_exports
+    for sizes in ("all", "all-pareto"):
+        header, *lines = printed[sizes].splitlines()
+        assert "held-out AucLoss" in header
+        for entry in manifests[sizes]["sizes"]:
+            line = next(row for row in lines if row.split()[:2] == [entry["name"], entry["spec"]])
+            assert f"{entry['holdout_auc_loss']:.4f}" in line.split()
+    # A run without a hold-out: no such column.
+    tmp, run_dir, _, _ = run_and_export
+    assert main(["export", "--run", run_dir, "--out", os.path.join(tmp, "no_holdout"),
+                 "--sizes", "student", "--latency-repeats", "0"]) == 0
+    header, line = capsys.readouterr().out.splitlines()[:2]
+    assert "AucLoss" not in header and header.split()[:2] == ["size", "spec"]
+    assert line.split()[:2] == ["student", "student"]
 
 
 def test_all_pareto_without_held_out_shards_is_a_clear_error(run_and_export):
