@@ -19,6 +19,12 @@ layer.  The attribute of the same name holds the tuple.
   or ``(None, None)`` for full rank, as ``keras_rs.layers.FeatureCross``.
 - :class:`MNestedFeatureEmbedding`: d_model-nested tokens, one per feature;
   ``output_dim=(8, 16)`` as ``keras.layers.Embedding(output_dim)``.
+- :class:`MNestedEmbedding`: a nested plain id lookup,
+  ``keras.layers.Embedding(input_dim, output_dim=(8, 16))``.
+- :class:`MNestedLayerNormalization`, :class:`MNestedBatchNormalization`:
+  last-axis normalisation, scale / offset nested like a bias.
+- :class:`ResidualDenseBlock`: a TA-only block that starts as the identity
+  (depth nesting, used by :func:`matta_rec.nestify`).
 
 The matta_rec 0.1 keywords (``student_units`` / ``ta_units`` /
 ``intermediate_units`` and their ``_shared_dim``, ``_projection_dim``,
@@ -38,5 +44,17 @@ from matta_rec.layers.nested_cross import MNestedCross
 from matta_rec.layers.nested_dense import MNestedDense
 from matta_rec.layers.nested_embedding import MNestedFeatureEmbedding
 from matta_rec.layers.nested_gau import MNestedGAU
+from matta_rec.layers.nested_lookup import MNestedEmbedding
+from matta_rec.layers.nested_norm import MNestedBatchNormalization, MNestedLayerNormalization
+from matta_rec.layers.residual_block import ResidualDenseBlock
 
-__all__ = ["MNestedDense", "MNestedGAU", "MNestedCross", "MNestedFeatureEmbedding"]
+__all__ = [
+    "MNestedDense",
+    "MNestedGAU",
+    "MNestedCross",
+    "MNestedFeatureEmbedding",
+    "MNestedEmbedding",
+    "MNestedLayerNormalization",
+    "MNestedBatchNormalization",
+    "ResidualDenseBlock",
+]
