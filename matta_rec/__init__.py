@@ -11,6 +11,9 @@ The package is organised along the data path:
 - ``matta_rec.export``: TF Serving SavedModel export.
 - ``matta_rec.evaluation``: AUROC / AucLoss against a baseline, reports, ablations.
 - ``matta_rec.cli``: the ``matta-rec`` command.
+
+``matta_rec.nestify(model)`` M-nests your own Keras ranking model into a
+Teaching Assistant (see :func:`matta_rec.models.nestify.nestify`).
 """
 
 import os as _os
@@ -21,3 +24,13 @@ import os as _os
 _os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # ``matta_rec.nestify`` imports Keras on first use only.
+    if name == "nestify":
+        from matta_rec.models.nestify import nestify
+
+        globals()["nestify"] = nestify
+        return nestify
+    raise AttributeError(f"module 'matta_rec' has no attribute {name!r}")

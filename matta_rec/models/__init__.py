@@ -9,6 +9,8 @@
   :func:`submodel_family`, :func:`count_params`, :func:`count_flops`: which
   sub-models an architecture holds and their sizes (no Keras needed).
 - :func:`model_levels`: the level names of a model.
+- :func:`nestify`, :class:`NestifiedModel`: a user's Keras model M-nested
+  into a TA (bring your own model), with its levels extracted back.
 
 ``ModelConfig``, the Mix'n'Match descriptions and ``model_levels`` import
 without Keras or TensorFlow (config validation stays cheap); the models and
@@ -32,6 +34,8 @@ _LAZY = {
     "ExtractedRelevanceModel": "matta_rec.models.relevance",
     "extract": "matta_rec.models.relevance",
     "list_submodels": "matta_rec.models.relevance",
+    "nestify": "matta_rec.models.nestify",
+    "NestifiedModel": "matta_rec.models.nestify",
 }
 
 __getattr__ = lazy_attributes(__name__, _LAZY, globals())
@@ -49,4 +53,6 @@ __all__ = [
     "count_params",
     "count_flops",
     "model_levels",
+    "nestify",
+    "NestifiedModel",
 ]

@@ -141,7 +141,23 @@ def get_optimizer(name: str, settings: dict):
 
 
 def build_model(model_config, schema: Schema, stats):
-    """The nested model of ``model_config`` (``matta_rec.models.NestedRelevanceModel``)."""
+    """The nested model of ``model_config``.
+
+    Without ``model.source``: :class:`matta_rec.models.NestedRelevanceModel`.
+    With ``model.source`` (a ``.keras`` file, loaded with its weights, or a
+    ``package.module:function`` factory called with ``schema`` / ``stats``
+    when it names them): the user's model through
+    :func:`matta_rec.models.nestify.nestify_from_config`, with our schema
+    preprocessing in front unless ``model.source_preprocessing`` is false,
+    ``model.width_factors`` / ``d_model_factors`` / ``levels`` /
+    ``share_weights`` as for the built-in model and ``model.extra_layers``
+    TA-only blocks.  The modes work alike: ``student`` trains the user's
+    model alone (one level, on logits), ``ta`` its widened twin.
+    """
+    if getattr(model_config, "source", None):
+        from matta_rec.models.nestify import nestify_from_config
+
+        return nestify_from_config(model_config, schema, stats)
     from matta_rec.models import NestedRelevanceModel
 
     return NestedRelevanceModel(schema, stats, model_config)
