@@ -230,8 +230,15 @@ def test_train_run_from_s3(tmp_path, s3):
     metrics = train_run(tiny_config(), s3.uri("logs"), str(local / "schema.yaml"), out)
     assert metrics["rows_trained"] == 600 and metrics["train_shards"] == 3
     assert sum(e["rows"] for e in metrics["online"]["curve"]) == 600
+    # A new hourly object lands; --resume trains exactly its rows.
+    write_logs(str(tmp_path / "more"), shards=4, rows=200)
+    s3.upload(tmp_path / "more", "logs", only=[tmp_path / "more/dt=2026-01-01/hour=03/part-0.parquet"])
+    again = train_run(None, s3.uri("logs"), None, out, resume=True)
+    assert again["rows_trained"] == 800 and again["input"]["root"] == s3.uri("logs")
+    assert [fp["name"][-22:] for fp in again["input"]["train_shards"]] == [
+        f"hour={h:02d}/part-0.parquet" for h in range(4)]
     held = train_run(tiny_config(**{"data.holdout_shards": 1}), s3.uri("logs"),
                      str(local / "schema.yaml"), str(tmp_path / "held"))
-    assert held["rows_trained"] == 400 and held["train_shards"] == 2
+    assert held["rows_trained"] == 600 and held["train_shards"] == 3
     assert held["holdout"]["rows"] == 200
-    assert held["holdout"]["shards"] == ["dt=2026-01-01/hour=02/part-0.parquet"]
+    assert held["holdout"]["shards"] == ["dt=2026-01-01/hour=03/part-0.parquet"]
