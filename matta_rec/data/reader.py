@@ -57,7 +57,6 @@ import dataclasses
 import glob as globlib
 import logging
 import os
-import posixpath
 import queue
 import threading
 import time
@@ -327,7 +326,8 @@ class _Source:
             paths = fs.list_files(self.folder)
         out = []
         for path in paths:
-            if posixpath.basename(path.replace(os.sep, "/")).startswith(fs.HIDDEN_PREFIXES) or not format_of(path):
+            name = path.rsplit("/", 1)[-1] if fs.is_uri(path) else os.path.basename(path)
+            if name.startswith(fs.HIDDEN_PREFIXES) or not format_of(path):
                 continue
             rel = fs.relative(path, self.root)
             if rel is None:
