@@ -101,6 +101,56 @@ TINY_CONFIG = {
 }
 
 
+class _Stop(Exception):
+    """Raised by the log callback: the split is decided before anything trains."""
+
+
+def _stop(message):
+    raise _Stop(message)
+
+
+@pytest.mark.parametrize("options, data_section, held_out", [
+    ({}, {}, 6),                                                    # default: the last quarter
+    ({}, {"holdout_shards": 2}, 2),                                 # the config's shards
+    ({}, {"holdout_fraction": 0.5}, 12),                            # the config's fraction
+    ({"holdout_fraction": 0.1}, {"holdout_shards": 2}, 3),          # the option wins
+    ({"holdout_shards": 4}, {"holdout_fraction": 0.5}, 4),
+])
+def test_holdout_options_override_the_config(tmp_path, options, data_section, held_out):
+    from matta_rec.data.synthetic import generate_logs
+    from matta_rec.evaluation.ablation import run_ablation
+
+    data = tmp_path / "logs"
+    generate_logs(str(data), 480, 0, days=1)  # 24 hourly shards
+    config = dict(TINY_CONFIG, data=dict(TINY_CONFIG["data"], **data_section))
+    with pytest.raises(_Stop, match=rf"training on {24 - held_out} shard\(s\), evaluating on "
+                                    rf"the last {held_out}$"):
+        run_ablation(config, str(data), str(data / "schema.yaml"), str(tmp_path / "out"),
+                     log=_stop, **options)
+
+
+def test_ablate_cli_takes_one_holdout_option(tmp_path, capsys):
+    import argparse
+
+    from matta_rec.cli import ablate
+    from matta_rec.evaluation.ablation import run_ablation
+
+    parser = argparse.ArgumentParser()
+    ablate.add_arguments(parser)
+    base = ["--data", "d", "--config", "c.yaml"]
+    assert parser.parse_args(base + ["--holdout-fraction", "0.25"]).holdout_fraction == 0.25
+    with pytest.raises(SystemExit):
+        parser.parse_args(base + ["--holdout-shards", "2", "--holdout-fraction", "0.25"])
+    assert "not allowed with argument" in capsys.readouterr().err
+    from matta_rec.data.synthetic import generate_logs
+
+    data = tmp_path / "logs"
+    generate_logs(str(data), 480, 0, days=1)
+    with pytest.raises(MattaError, match="at most one of --holdout-shards and --holdout-fraction"):
+        run_ablation(TINY_CONFIG, str(data), str(data / "schema.yaml"), str(tmp_path / "out"),
+                     holdout_shards=2, holdout_fraction=0.25, log=_stop)
+
+
 @pytest.mark.slow
 def test_ablate_cli_trains_and_evaluates_the_grid(tmp_path):
     import json

@@ -43,9 +43,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="runs and ablation.md/json/png go here (default runs/ablation)")
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
                         help="subset of the grid (the baseline always runs)")
-    parser.add_argument("--holdout-shards", type=positive_int, default=None,
-                        help="last N shards held out for evaluation (default: the config's "
-                             "data.holdout_shards / holdout_fraction, else the last quarter)")
+    holdout = parser.add_mutually_exclusive_group()
+    holdout.add_argument("--holdout-shards", type=positive_int, default=None,
+                         help="last N shards held out for evaluation (default: the config's "
+                              "data.holdout_shards / holdout_fraction, else the last quarter)")
+    holdout.add_argument("--holdout-fraction", type=open_fraction, default=None,
+                         help="or this fraction of the shards, rounded up, at least one "
+                              "(e.g. 0.25)")
     parser.add_argument("--label", choices=("auto", "event", "teacher"), default="auto",
                         help="evaluation label (default: event if the schema has one)")
     parser.add_argument("--n-boot", type=positive_int, default=500,
@@ -75,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
         seeds=args.seeds,
         variants=args.variants,
         holdout_shards=args.holdout_shards,
+        holdout_fraction=args.holdout_fraction,
         label=args.label,
         n_boot=args.n_boot,
         level=args.level,

@@ -125,6 +125,25 @@ def split_holdout(data: Any, schema: Schema, holdout_shards: int | None = None, 
     return split.train_files, split.holdout_files
 
 
+def _holdout_option(config, holdout_shards: int | None,
+                    holdout_fraction: float | None) -> tuple[int | None, float | None]:
+    """``(holdout_shards, holdout_fraction)`` for :func:`split_holdout`, exactly one set.
+
+    The caller's option when given, else the config's ``data.holdout_shards``
+    / ``data.holdout_fraction``, else the last quarter of the shards.
+    """
+    if holdout_shards is not None and holdout_fraction is not None:
+        raise MattaError("give at most one of --holdout-shards and --holdout-fraction")
+    if holdout_shards is None and holdout_fraction is None:
+        holdout_shards = config.data.holdout_shards or None
+        holdout_fraction = config.data.holdout_fraction
+        if holdout_fraction is not None:
+            holdout_shards = None  # training reads the fraction first, too
+        elif holdout_shards is None:
+            holdout_fraction = 0.25
+    return holdout_shards, holdout_fraction
+
+
 def _optimizer_section(config, name: str) -> dict:
     """The optimizer section for ``name``: the config's own when it names it,
     else ``name`` with the config's learning rate only."""
@@ -342,6 +361,7 @@ def run_ablation(
     seeds: int | Sequence[int] = 3,
     variants: Sequence[str] = tuple(VARIANTS),
     holdout_shards: int | None = None,
+    holdout_fraction: float | None = None,
     label: str = "auto",
     n_boot: int = 500,
     level: float = 0.95,
@@ -365,6 +385,8 @@ def run_ablation(
         holdout_shards: last N shards held out for evaluation (default: the
             config's ``data.holdout_shards`` / ``holdout_fraction``, else the
             last quarter of the shards).
+        holdout_fraction: or this fraction of the shards (rounded up, at
+            least one); give at most one of the two.
         label: ``"auto"``, ``"event"`` or ``"teacher"``.
         n_boot: bootstrap replicates (single-seed intervals).
         level: confidence level.
@@ -389,15 +411,10 @@ def run_ablation(
     base_config = RunConfig.load(config, overrides=overrides)
     names = _variant_names(variants)
     seed_list = _seed_list(seeds)
-    holdout_fraction = None
-    if holdout_shards is None:
-        holdout_shards = base_config.data.holdout_shards or None
-        holdout_fraction = base_config.data.holdout_fraction
-        if holdout_shards is None and holdout_fraction is None:
-            holdout_fraction = 0.25
-    train_files, eval_files = split_holdout(
-        data, schema, holdout_shards if holdout_fraction is None else None,
-        holdout_fraction=holdout_fraction)
+    holdout_shards, holdout_fraction = _holdout_option(base_config, holdout_shards,
+                                                       holdout_fraction)
+    train_files, eval_files = split_holdout(data, schema, holdout_shards,
+                                            holdout_fraction=holdout_fraction)
     log(f"ablation: {len(names)} variants x {len(seed_list)} seed(s); training on "
         f"{len(train_files)} shard(s), evaluating on the last {len(eval_files)}")
     os.makedirs(out_dir, exist_ok=True)
