@@ -120,6 +120,22 @@ def legacy_widths(given: Mapping, old: Sequence[str], student_default: Any = Non
     return (student, *intermediate, ta)
 
 
+def check_rate(value: Any, name: str) -> float:
+    """A dropout rate: a number in ``[0, 1)``, returned as a float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ValueError(f"`{name}` must be a number in [0, 1). Received: {name}={value!r}")
+    return float(value)
+
+
+def level_dropout(values: tuple, rate: float, seed_generator: Any) -> tuple:
+    """Dropout on each level's tensor (``None`` entries pass), one mask per level."""
+    import keras
+
+    return tuple(
+        None if v is None else keras.random.dropout(v, rate, seed=seed_generator) for v in values
+    )
+
+
 def level_suffix(level: int, num_levels: int) -> str:
     """Variable-name suffix of a level's own weights when weights are not shared.
 

@@ -8,6 +8,7 @@ import keras
 from keras import ops
 
 from matta_rec.layers._nesting import (
+    check_rate,
     input_widths,
     per_level,
     pop_deprecated,
@@ -79,6 +80,11 @@ class MNestedCross(keras.layers.Layer):
         bias_initializer: initializer of the bias.
         kernel_regularizer: regularizer of the kernels.
         bias_regularizer: regularizer of the bias.
+        dropout: float in ``[0, 1)``, dropout rate on the cross term
+            ``x0 * (W x_l + b + diag_scale * x_l)`` before the residual
+            ``+ x_l``, in training only; one mask per level.  Defaults to 0
+            (no dropout op).
+        seed: int or ``None``, seed of the dropout masks.
         **kwargs: base ``keras.layers.Layer`` arguments.
 
     Call arguments:
@@ -86,6 +92,7 @@ class MNestedCross(keras.layers.Layer):
             tuple of one ``(B, D_i)`` tensor per level.
         x: optional output of the previous cross layer, same convention;
             defaults to ``x0``.
+        training: bool, training mode (dropout on).
 
     Returns:
         A tuple of one ``(B, D_i)`` tensor per level.
@@ -115,6 +122,8 @@ class MNestedCross(keras.layers.Layer):
         bias_initializer: Any = "zeros",
         kernel_regularizer: Any = None,
         bias_regularizer: Any = None,
+        dropout: float = 0.0,
+        seed: int | None = None,
         **kwargs: Any,
     ) -> None:
         legacy = pop_deprecated(
@@ -143,6 +152,9 @@ class MNestedCross(keras.layers.Layer):
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
         self.bias_regularizer = keras.regularizers.get(bias_regularizer)
+        self.dropout = check_rate(dropout, "dropout")
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed) if self.dropout else None
 
     def get_config(self) -> dict:
         config = super().get_config()
@@ -157,6 +169,8 @@ class MNestedCross(keras.layers.Layer):
                 "bias_initializer": keras.initializers.serialize(self.bias_initializer),
                 "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
                 "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
+                "dropout": self.dropout,
+                "seed": self.seed,
             }
         )
         return config
@@ -213,7 +227,7 @@ class MNestedCross(keras.layers.Layer):
         self.dense.build(up_in)
         self.built = True
 
-    def call(self, x0: Any, x: Any = None) -> tuple:
+    def call(self, x0: Any, x: Any = None, training: Any = None) -> tuple:
         x0s, shared0 = split_inputs(x0, self.num_levels, self.name)
         if x is None:
             xs, shared = x0s, shared0
@@ -230,7 +244,10 @@ class MNestedCross(keras.layers.Layer):
                 continue
             if self.diag_scale:
                 o = ops.add(o, ops.multiply(self.diag_scale, b))
-            results.append(ops.add(ops.multiply(a, o), b))
+            cross = ops.multiply(a, o)
+            if self.dropout and training:
+                cross = keras.random.dropout(cross, self.dropout, seed=self.seed_generator)
+            results.append(ops.add(cross, b))
         return tuple(results)
 
     def compute_output_shape(self, x0_shape: Any, x_shape: Any = None) -> tuple:

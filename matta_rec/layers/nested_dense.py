@@ -9,7 +9,9 @@ import tensorflow as tf
 from keras import ops
 
 from matta_rec.layers._nesting import (
+    check_rate,
     input_widths,
+    level_dropout,
     legacy_widths,
     level_suffix,
     level_prefix,
@@ -20,6 +22,7 @@ from matta_rec.layers._nesting import (
     split_inputs,
     split_shapes,
 )
+from matta_rec.layers.nested_norm import MNestedBatchNormalization, MNestedLayerNormalization
 
 
 def dense_matmul(x, kernel):
@@ -41,6 +44,10 @@ def dense_matmul(x, kernel):
 
 
 _LEGACY_UNITS = ("student_units", "ta_units", "intermediate_units")
+
+#: The values of ``MNestedDense(normalization=...)``.
+NORMALIZATIONS = (None, "batch", "layer")
+_NORM_CLASSES = {"batch": MNestedBatchNormalization, "layer": MNestedLayerNormalization}
 
 
 @keras.saving.register_keras_serializable(package="matta_rec")
@@ -82,12 +89,25 @@ class MNestedDense(keras.layers.Layer):
         activity_regularizer: regularizer of the outputs.
         kernel_constraint: constraint of the kernel(s).
         bias_constraint: constraint of the bias(es).
+        normalization: ``None`` (default), ``"batch"`` or ``"layer"``: normalise
+            each level's pre-activation before the activation, with an
+            :class:`~matta_rec.layers.nested_norm.MNestedBatchNormalization`
+            / ``MNestedLayerNormalization`` sub-layer named ``norm`` (its
+            scale and offset are nested like the bias; each level's batch
+            statistics are computed on that level's own pre-activations and
+            every level keeps its own moving mean / variance).
+        dropout: float in ``[0, 1)``, dropout rate on the outputs (after the
+            activation), in training only.  Each level draws its own mask:
+            every level's path is the layer a model of that size would run
+            alone.  Defaults to 0 (no dropout op at all).
+        seed: int or ``None``, seed of the dropout masks.
         **kwargs: base ``keras.layers.Layer`` arguments (``name``, ``dtype``...).
 
     Call arguments:
         inputs: one tensor ``(..., M)`` read by every level, or a tuple of one
             tensor per level ``(..., M_i)`` with non-decreasing ``M_i``.  An
             entry may be ``None`` for a level that skips the layer.
+        training: bool, training mode (dropout on, batch statistics).
 
     Returns:
         A tuple of one tensor ``(..., N_i)`` per level (``None`` where the
@@ -119,6 +139,9 @@ class MNestedDense(keras.layers.Layer):
         activity_regularizer: Any = None,
         kernel_constraint: Any = None,
         bias_constraint: Any = None,
+        normalization: str | None = None,
+        dropout: float = 0.0,
+        seed: int | None = None,
         **kwargs: Any,
     ) -> None:
         legacy = pop_deprecated(kwargs, "MNestedDense", _LEGACY_UNITS, {"units": units})
@@ -141,6 +164,18 @@ class MNestedDense(keras.layers.Layer):
         self.bias_regularizer = keras.regularizers.get(bias_regularizer)
         self.kernel_constraint = keras.constraints.get(kernel_constraint)
         self.bias_constraint = keras.constraints.get(bias_constraint)
+        if normalization not in NORMALIZATIONS:
+            raise ValueError(
+                f"`normalization` must be one of {NORMALIZATIONS}. "
+                f"Received: normalization={normalization!r}"
+            )
+        self.normalization = normalization
+        self.dropout = check_rate(dropout, "dropout")
+        self.seed = seed
+        # Only a layer with dropout owns a seed generator (its state is a
+        # variable): a layer without keeps exactly the variables it had.
+        self.seed_generator = keras.random.SeedGenerator(seed) if self.dropout else None
+        self.norm = None
         self.supports_masking = True
 
     def get_config(self) -> dict:
@@ -157,6 +192,9 @@ class MNestedDense(keras.layers.Layer):
                 "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
                 "kernel_constraint": keras.constraints.serialize(self.kernel_constraint),
                 "bias_constraint": keras.constraints.serialize(self.bias_constraint),
+                "normalization": self.normalization,
+                "dropout": self.dropout,
+                "seed": self.seed,
             }
         )
         return config
@@ -200,6 +238,17 @@ class MNestedDense(keras.layers.Layer):
                     constraint=self.bias_constraint,
                 )
         track_per_level(self, "_kernels", "_biases")
+        if self.normalization is not None:
+            self.norm = _NORM_CLASSES[self.normalization](
+                num_levels=self.num_levels,
+                share_weights=self.share_weights,
+                dtype=self.dtype_policy,
+                name="norm",
+            )
+            self.norm.build(
+                tuple(None if s is None else tuple(s[:-1]) + (n,)
+                      for s, n in zip(shapes, self.units))
+            )
         self.built = True
 
     @property
@@ -250,29 +299,40 @@ class MNestedDense(keras.layers.Layer):
             self._biases, level, self.units[level], self.share_weights, self.num_levels
         )
 
-    def call(self, inputs: Any) -> tuple:
+    def call(self, inputs: Any, training: Any = None) -> tuple:
         xs, shared = split_inputs(inputs, self.num_levels, self.name)
+        # With a normalisation the activation follows it.
+        activation = self.activation if self.norm is None else None
         if shared and self.share_weights:
             # One matmul serves every level: the Student's pre-activation is a
             # prefix of the TA's.
             y = dense_matmul(xs[-1], self._kernels[self.num_levels - 1])
             if self.use_bias:
                 y = ops.add(y, self._biases[self.num_levels - 1])
-            if self.activation is not None:
-                y = self.activation(y)
-            return tuple(y if n == self.units[-1] else y[..., :n] for n in self.units)
-        outputs = []
-        for level, x in enumerate(xs):
-            if x is None:
-                outputs.append(None)
-                continue
-            y = dense_matmul(x, self.level_kernel(level, x.shape[-1]))
-            if self.use_bias:
-                y = ops.add(y, self.level_bias(level))
-            if self.activation is not None:
-                y = self.activation(y)
-            outputs.append(y)
-        return tuple(outputs)
+            if activation is not None:
+                y = activation(y)
+            outputs = tuple(y if n == self.units[-1] else y[..., :n] for n in self.units)
+        else:
+            outputs = []
+            for level, x in enumerate(xs):
+                if x is None:
+                    outputs.append(None)
+                    continue
+                y = dense_matmul(x, self.level_kernel(level, x.shape[-1]))
+                if self.use_bias:
+                    y = ops.add(y, self.level_bias(level))
+                if activation is not None:
+                    y = activation(y)
+                outputs.append(y)
+            outputs = tuple(outputs)
+        if self.norm is not None:
+            outputs = tuple(
+                None if y is None else self.activation(y)
+                for y in self.norm(outputs, training=training)
+            )
+        if self.dropout and training:
+            outputs = level_dropout(outputs, self.dropout, self.seed_generator)
+        return outputs
 
     def compute_output_shape(self, input_shape: Any) -> tuple:
         shapes, _ = split_shapes(input_shape, self.num_levels, self.name)

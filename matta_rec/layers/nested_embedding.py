@@ -16,6 +16,7 @@ from matta_rec.layers._nesting import (
     pop_deprecated,
     track_per_level,
 )
+from matta_rec.layers.variable_roles import mark_embedding_table
 
 KINDS = ("categorical", "multi_categorical", "numeric", "dense")
 GROUPS = ("user", "context", "item")
@@ -56,12 +57,27 @@ class MNestedFeatureEmbedding(keras.layers.Layer):
         share_weights: bool, ``False`` gives every level its own tables.
         embeddings_initializer: initializer of tables, numeric scales and
             group vectors.
-        embeddings_regularizer: regularizer of the tables.
+        embeddings_regularizer: regularizer of the tables (the whole table,
+            every step: for a large table prefer ``lookup_l2``).
+        lookup_l2: float ``>= 0``, L2 penalty on the table rows the batch
+            looks up: in training, ``lookup_l2 * sum(row ** 2) / B`` summed
+            over the rows of every categorical and multi-categorical
+            feature of the batch (each occurrence counts; padding ids of
+            multi-categorical features do not), added with ``add_loss``.
+            With shared weights a row is penalised once at the TA's width
+            (the Student's row is a prefix of it, not a second row); without,
+            each level's own table is penalised.  Defaults to 0 (no loss).
         **kwargs: base ``keras.layers.Layer`` arguments.
+
+    Every categorical table and the group vectors are marked as embedding
+    tables (:func:`~matta_rec.layers.variable_roles.mark_embedding_table`),
+    shared or per level, so optimizers give them their sparse treatment
+    whatever their names.
 
     Call arguments:
         inputs: dict ``{feature_name: preprocessed tensor}`` (the output of
             :class:`matta_rec.features.FeaturePreprocessor`).
+        training: bool, training mode (``lookup_l2`` is added only then).
 
     Returns:
         A tuple with one ``(B, num_features, d_i)`` token tensor per level.
@@ -90,6 +106,7 @@ class MNestedFeatureEmbedding(keras.layers.Layer):
         share_weights: bool = True,
         embeddings_initializer: Any = "uniform",
         embeddings_regularizer: Any = None,
+        lookup_l2: float = 0.0,
         **kwargs: Any,
     ) -> None:
         legacy = pop_deprecated(
@@ -115,6 +132,10 @@ class MNestedFeatureEmbedding(keras.layers.Layer):
         self.share_weights = share_weights
         self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
         self.embeddings_regularizer = keras.regularizers.get(embeddings_regularizer)
+        if (isinstance(lookup_l2, bool) or not isinstance(lookup_l2, (int, float))
+                or not lookup_l2 >= 0):
+            raise ValueError(f"`lookup_l2` must be a number >= 0. Received: {lookup_l2!r}")
+        self.lookup_l2 = float(lookup_l2)
 
     @staticmethod
     def _check_feature(index: int, feature: Mapping[str, Any]) -> dict:
@@ -156,6 +177,7 @@ class MNestedFeatureEmbedding(keras.layers.Layer):
                 "embeddings_regularizer": keras.regularizers.serialize(
                     self.embeddings_regularizer
                 ),
+                "lookup_l2": self.lookup_l2,
             }
         )
         return config
@@ -176,11 +198,13 @@ class MNestedFeatureEmbedding(keras.layers.Layer):
                 name, kind = f["name"], f["kind"]
                 if kind in ("categorical", "multi_categorical"):
                     params[name] = [
-                        self.add_weight(
-                            name=f"{name}_table{suffix}",
-                            shape=(f["cardinality"], d),
-                            initializer=self.embeddings_initializer,
-                            regularizer=self.embeddings_regularizer,
+                        mark_embedding_table(
+                            self.add_weight(
+                                name=f"{name}_table{suffix}",
+                                shape=(f["cardinality"], d),
+                                initializer=self.embeddings_initializer,
+                                regularizer=self.embeddings_regularizer,
+                            )
                         )
                     ]
                 elif kind == "numeric":
@@ -208,30 +232,41 @@ class MNestedFeatureEmbedding(keras.layers.Layer):
                     ]
             self._params[level] = params
             if self.group_embeddings:
-                self._group_vectors[level] = self.add_weight(
-                    name=f"group_embeddings{suffix}",
-                    shape=(len(GROUPS), d),
-                    initializer=self.embeddings_initializer,
+                self._group_vectors[level] = mark_embedding_table(
+                    self.add_weight(
+                        name=f"group_embeddings{suffix}",
+                        shape=(len(GROUPS), d),
+                        initializer=self.embeddings_initializer,
+                    )
                 )
         self._group_ids = [GROUPS.index(f["group"]) for f in self.features]
         track_per_level(self, "_params", "_group_vectors")
         self.built = True
 
-    def _tokens(self, inputs: Mapping[str, Any], level: int):
+    def _tokens(self, inputs: Mapping[str, Any], level: int, penalise: bool = False):
+        """The ``(B, F, d)`` tokens of ``level``; with ``penalise`` also adds
+        the ``lookup_l2`` loss of the rows looked up."""
         params = self._params[level]
         tokens = []
+        squares = []
         for f in self.features:
             x = inputs[f["name"]]
             kind = f["kind"]
             p = params[f["name"]]
             if kind == "categorical":
                 token = ops.take(p[0], ops.cast(ops.reshape(x, (-1,)), "int32"), axis=0)
+                if penalise:
+                    squares.append(ops.sum(ops.square(ops.cast(token, "float32"))))
             elif kind == "multi_categorical":
                 ids = ops.cast(x, "int32")
                 rows = ops.take(p[0], ids, axis=0)  # [B, L, d]
                 mask = ops.cast(ops.greater(ids, 0), rows.dtype)[..., None]
                 count = ops.maximum(ops.sum(mask, axis=1), 1.0)
                 token = ops.divide(ops.sum(ops.multiply(rows, mask), axis=1), count)
+                if penalise:
+                    squares.append(
+                        ops.sum(ops.cast(ops.multiply(ops.square(rows), mask), "float32"))
+                    )
             elif kind == "numeric":
                 value = ops.reshape(ops.cast(x, self.compute_dtype), (-1, 1))
                 token = ops.add(ops.multiply(value, p[0]), p[1])
@@ -242,15 +277,20 @@ class MNestedFeatureEmbedding(keras.layers.Layer):
         if self.group_embeddings:
             groups = ops.take(self._group_vectors[level], ops.array(self._group_ids), axis=0)
             stacked = ops.add(stacked, groups[None])
+        if squares:
+            batch = ops.cast(ops.shape(stacked)[0], "float32")
+            penalty = ops.divide(ops.sum(ops.stack(squares)), batch)
+            self.add_loss(ops.multiply(self.lookup_l2, penalty))
         return stacked
 
-    def call(self, inputs: Mapping[str, Any]) -> tuple:
+    def call(self, inputs: Mapping[str, Any], training: Any = None) -> tuple:
+        penalise = bool(training) and self.lookup_l2 > 0
         if self.share_weights:
-            full = self._tokens(inputs, self.num_levels - 1)
+            full = self._tokens(inputs, self.num_levels - 1, penalise)
             return tuple(
                 full if d == self.output_dim[-1] else full[..., :d] for d in self.output_dim
             )
-        return tuple(self._tokens(inputs, level) for level in range(self.num_levels))
+        return tuple(self._tokens(inputs, level, penalise) for level in range(self.num_levels))
 
     def compute_output_shape(self, input_shape: Any) -> tuple:
         return tuple((None, len(self.features), d) for d in self.output_dim)

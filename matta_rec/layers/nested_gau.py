@@ -9,7 +9,9 @@ import tensorflow as tf
 from keras import ops
 
 from matta_rec.layers._nesting import (
+    check_rate,
     input_widths,
+    level_dropout,
     legacy_widths,
     level_suffix,
     level_prefix,
@@ -68,11 +70,16 @@ class MNestedGAU(keras.layers.Layer):
             (see :class:`MNestedDense`).
         kernel_initializer: initializer of the projection kernels.
         kernel_regularizer: regularizer of the projection kernels.
+        dropout: float in ``[0, 1)``, dropout rate on the residual branch
+            (``(u * (A v)) @ W_o`` before it is added to ``x_i``), in training
+            only; one mask per level.  Defaults to 0 (no dropout op).
+        seed: int or ``None``, seed of the dropout masks.
         **kwargs: base ``keras.layers.Layer`` arguments.
 
     Call arguments:
         inputs: tokens ``(B, T, d)`` read by every level, or a tuple of one
             ``(B, T, d_i)`` tensor per level (``None`` for a skipping level).
+        training: bool, training mode (dropout on).
 
     Returns:
         A tuple of one ``(B, T, d_i)`` tensor per level.
@@ -98,6 +105,8 @@ class MNestedGAU(keras.layers.Layer):
         share_weights: bool = True,
         kernel_initializer: Any = "glorot_uniform",
         kernel_regularizer: Any = None,
+        dropout: float = 0.0,
+        seed: int | None = None,
         **kwargs: Any,
     ) -> None:
         legacy = pop_deprecated(
@@ -126,6 +135,9 @@ class MNestedGAU(keras.layers.Layer):
         self.share_weights = share_weights
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self.dropout = check_rate(dropout, "dropout")
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed) if self.dropout else None
 
     def get_config(self) -> dict:
         config = super().get_config()
@@ -138,6 +150,8 @@ class MNestedGAU(keras.layers.Layer):
                 "share_weights": self.share_weights,
                 "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
                 "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
+                "dropout": self.dropout,
+                "seed": self.seed,
             }
         )
         return config
@@ -219,7 +233,7 @@ class MNestedGAU(keras.layers.Layer):
             level_prefix(self._betas, level, width, self.share_weights, self.num_levels),
         )
 
-    def call(self, inputs: Any) -> tuple:
+    def call(self, inputs: Any, training: Any = None) -> tuple:
         xs, shared = split_inputs(inputs, self.num_levels, self.name)
         if not self.use_norm:
             normed = xs
@@ -249,6 +263,8 @@ class MNestedGAU(keras.layers.Layer):
             attention = ops.square(ops.relu(tf.matmul(q, k, transpose_b=True)))
             gated.append(ops.multiply(u, tf.matmul(attention, v)))
         outs = self.o_proj(tuple(gated))
+        if self.dropout and training:
+            outs = level_dropout(outs, self.dropout, self.seed_generator)
         return tuple(None if o is None else ops.add(x, o) for x, o in zip(xs, outs))
 
     @staticmethod
