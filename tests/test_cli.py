@@ -231,3 +231,22 @@ def test_evaluate_warns_before_scoring_for_runs_behind_models_and_baseline(eval_
     err = capsys.readouterr().err
     warnings = [line for line in err.splitlines() if "warning:" in line]
     assert len(warnings) == 1 and f"trained on by run {run} " in warnings[0]
+
+
+def test_inspect_data_and_evaluate_look_for_the_schema_the_same_way(tmp_path, capsys):
+    # Neither finds DATA/schema.yaml: both name the file they looked for and the option.
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    expected = f"no --schema given and {logs / 'schema.yaml'} does not exist; pass --schema FILE"
+    assert main(["inspect-data", "--data", str(logs)]) == 2
+    assert expected in capsys.readouterr().err
+    assert main(["evaluate", "--data", str(logs), "--models", "m", "--baseline", "b"]) == 2
+    assert expected in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option", ["--top", "--max-listed"])
+def test_inspect_data_counts_are_checked_when_parsed(option, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["inspect-data", "--data", "logs", option, "-1"])
+    assert exc.value.code == 2
+    assert f"argument {option}: expected an integer >= 0, got -1" in capsys.readouterr().err

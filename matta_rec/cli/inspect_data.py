@@ -10,7 +10,7 @@ a bad ``--data`` / ``--schema``).
 Example::
 
     matta-rec inspect-data --data sample_data --schema sample_data/schema.yaml
-    matta-rec inspect-data --data 'logs/dt=2026-11-0*' --json summary.json
+    matta-rec inspect-data --data 'logs/dt=2026-11-0*' --schema logs/schema.yaml --json summary.json
 """
 
 from __future__ import annotations
@@ -22,6 +22,9 @@ import sys
 from typing import Any
 
 import numpy as np
+
+from matta_rec.cli._args import non_negative_int
+from matta_rec.utils.jsonsafe import to_json_safe
 
 HELP = "summarise and validate a directory of log shards"
 
@@ -46,10 +49,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="schema YAML (default: DATA/schema.yaml when DATA is a directory)",
     )
     parser.add_argument(
-        "--max-listed", type=int, default=50,
+        "--max-listed", type=non_negative_int, default=50,
         help="shards listed one per line (the others are summarised; default 50)",
     )
-    parser.add_argument("--top", type=int, default=3, help="most frequent values shown per categorical feature")
+    parser.add_argument("--top", type=non_negative_int, default=3,
+                        help="most frequent values shown per categorical feature (default 3)")
     parser.add_argument("--json", default=None, metavar="PATH", help="also write the summary as JSON to PATH")
 
 
@@ -374,23 +378,13 @@ def format_summary(summary: dict, max_listed: int = 50) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``matta-rec inspect-data``; 0 when every shard is valid, 1 otherwise."""
-    from matta_rec.errors import ConfigError
+    from matta_rec.cli.evaluate import default_schema
 
-    schema = args.schema
-    if schema is None:
-        if not os.path.isdir(args.data):
-            raise ConfigError(
-                "--schema is required when --data is not a directory holding schema.yaml",
-                source=str(args.data),
-            )
-        schema = os.path.join(args.data, "schema.yaml")
-    if args.max_listed < 0 or args.top < 0:
-        raise ConfigError("--max-listed and --top must be >= 0")
-    summary = summarize(args.data, schema, top=args.top)
+    summary = summarize(args.data, default_schema(args.data, args.schema), top=args.top)
     print(format_summary(summary, max_listed=args.max_listed))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
-            json.dump(summary, handle, indent=2, default=str)
+            json.dump(to_json_safe(summary), handle, indent=2)
     invalid = summary["totals"]["invalid_shards"]
     if invalid:
         print(
