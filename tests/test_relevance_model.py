@@ -100,9 +100,9 @@ def test_gradients_student_loss_avoids_ta_only_weights(schema_stats):
     assert np.abs(gt[:, :4]).sum() > 0 and np.all(gt[:, 4:] == 0)
 
 
-def test_without_sharing_levels_are_independent(schema_stats):
+def test_without_sharing_and_embeddings_levels_are_independent(schema_stats):
     schema, stats = schema_stats
-    config = tiny_config(share_weights=False)
+    config = tiny_config(share_weights=False, share_embeddings=False)
     model = NestedRelevanceModel(schema, stats, config)
     student = NestedRelevanceModel(schema, stats, config.with_levels(("student",)))
     ta = NestedRelevanceModel(schema, stats, config.with_levels(("ta",)))
@@ -115,6 +115,39 @@ def test_without_sharing_levels_are_independent(schema_stats):
     after = model(batch)
     np.testing.assert_allclose(after["student"], before["student"], rtol=1e-6)
     assert not np.allclose(after["ta"], before["ta"])
+
+
+def test_unshared_model_keeps_shared_embeddings_by_default(schema_stats):
+    """Paper Table 4, "without parameter sharing": the embedding table is
+    still shared (and nested) between Student and TA; everything else is not."""
+    schema, stats = schema_stats
+    config = tiny_config(share_weights=False)
+    assert config.share_embeddings and config.architecture()["share_embeddings"]
+    model = NestedRelevanceModel(schema, stats, config)
+    student = NestedRelevanceModel(schema, stats, config.with_levels(("student",)))
+    ta = NestedRelevanceModel(schema, stats, config.with_levels(("ta",)))
+    assert model.embedding.share_weights
+    assert not any("_level" in w.name for w in model.embedding.weights)
+    assert model.count_params() == (student.count_params() + ta.count_params()
+                                    - student.embedding.count_params())
+    batch = make_batch(8)
+    tokens = model.embedding(model.preprocessor(batch))
+    np.testing.assert_allclose(tokens[0], np.asarray(tokens[1])[..., :4], rtol=1e-6)
+    before = model(batch)
+    for w in model.weights:
+        if "_level0" not in w.path and not w.path.startswith("embedding/"):
+            w.assign(w + 0.1)  # every TA-only variable
+    after = model(batch)
+    np.testing.assert_allclose(after["student"], before["student"], rtol=1e-6)
+    assert not np.allclose(after["ta"], before["ta"])
+    for w in model.embedding.weights:
+        w.assign(w + 0.1)
+    assert not np.allclose(model(batch)["student"], after["student"])
+    # Loading a .keras config written before share_embeddings existed keeps
+    # its per-level embeddings.
+    legacy = model.get_config()
+    legacy["config"] = {k: v for k, v in legacy["config"].items() if k != "share_embeddings"}
+    assert not NestedRelevanceModel.from_config(legacy).embedding.share_weights
 
 
 def test_three_levels_each_reads_a_prefix_of_the_next(schema_stats):

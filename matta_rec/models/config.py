@@ -14,6 +14,7 @@ from typing import Any, Sequence
 from matta_rec.errors import ConfigError
 
 ACTIVATIONS = ("relu", "swish", "silu", "gelu", "tanh", "sigmoid", "linear", "elu", "selu")
+MLP_NORMS = (None, "batch", "layer")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +54,30 @@ class ModelConfig:
         share_weights: ``True`` nests every level in the TA's variables
             (MatTA); ``False`` gives each level independent variables of the
             same shapes (paper Table 4 ablation; no Mix'n'Match).
+        share_embeddings: with ``share_weights: false``, keep the embedding
+            layer (categorical tables, numeric / dense projections, group
+            vectors) shared and nested, as the paper's Table 4 "without
+            parameter sharing" row does (its embedding table is shared
+            between Student and TA); ``false`` unshares it too.  Must be
+            ``true`` with ``share_weights: true``.  Default ``true``.
+        mlp_dropout: dropout rate after each MLP hidden layer's activation
+            (training only), in ``[0, 1)``.  Default 0.
+        gau_dropout: dropout rate on each GAU block's residual branch.
+            Default 0.
+        cross_dropout: dropout rate on each cross layer's cross term.
+            Default 0.
+        mlp_norm: ``null`` (default), ``batch`` or ``layer``: normalise each
+            MLP hidden layer's pre-activation.  Batch norm: each level's
+            statistics come from its own activations, every level keeps its
+            own moving mean / variance, scale / offset are nested; the
+            batch statistics are all-reduced across replicas under
+            ``tf.distribute``.  Layer norm has no statistics to keep and
+            suits Mix'n'Match paths that mix levels (a wide-narrow-wide path
+            reuses a level's moving statistics on inputs of another width).
+        embedding_l2: L2 penalty on the embedding rows a batch looks up
+            (``embedding_l2 * sum(row ** 2) / batch size``, categorical
+            features; a row shared by the levels counts once), added to the
+            training loss.  Default 0.
 
     Example:
 
@@ -82,6 +107,12 @@ class ModelConfig:
     extra_cross_layers: tuple[int, ...] = (0, 0)
     group_embeddings: bool = True
     share_weights: bool = True
+    share_embeddings: bool = True
+    mlp_dropout: float = 0.0
+    gau_dropout: float = 0.0
+    cross_dropout: float = 0.0
+    mlp_norm: str | None = None
+    embedding_l2: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("levels", "mlp_units", "width_factors", "d_model_factors",
@@ -129,9 +160,22 @@ class ModelConfig:
             if getattr(self, name) not in ACTIVATIONS:
                 fail(f"{name} must be one of {list(ACTIVATIONS)}, got {getattr(self, name)!r}",
                      name)
-        for name in ("gau_norm", "group_embeddings", "share_weights"):
+        for name in ("gau_norm", "group_embeddings", "share_weights", "share_embeddings"):
             if not isinstance(getattr(self, name), bool):
                 fail(f"{name} must be true or false", name)
+        if self.share_weights and not self.share_embeddings:
+            fail("share_embeddings: false needs share_weights: false (with shared weights "
+                 "the embeddings are shared too); set --set model.share_weights=false",
+                 "share_embeddings")
+        for name in ("mlp_dropout", "gau_dropout", "cross_dropout"):
+            value = getattr(self, name)
+            if not _number(value) or not 0 <= value < 1:
+                fail(f"{name} must be a number in [0, 1), got {value!r}", name)
+        if self.mlp_norm not in MLP_NORMS:
+            fail(f"mlp_norm must be one of {list(MLP_NORMS)}, got {self.mlp_norm!r}", "mlp_norm")
+        if not _number(self.embedding_l2) or not self.embedding_l2 >= 0:
+            fail(f"embedding_l2 must be a number >= 0, got {self.embedding_l2!r}",
+                 "embedding_l2")
         n = len(levels)
         for name in ("width_factors", "d_model_factors"):
             values = getattr(self, name)
@@ -254,12 +298,18 @@ class ModelConfig:
             "d_model": d_model,
             "blocks": blocks,
             "share_weights": self.share_weights,
+            "share_embeddings": self.share_weights or self.share_embeddings,
             "options": {
                 "gau_activation": self.gau_activation,
                 "gau_norm": self.gau_norm,
                 "cross_diag_scale": float(self.cross_diag_scale),
                 "mlp_activation": self.mlp_activation,
                 "group_embeddings": self.group_embeddings,
+                "mlp_dropout": float(self.mlp_dropout),
+                "gau_dropout": float(self.gau_dropout),
+                "cross_dropout": float(self.cross_dropout),
+                "mlp_norm": self.mlp_norm,
+                "embedding_l2": float(self.embedding_l2),
             },
         }
 

@@ -216,12 +216,17 @@ def submodel_architecture(architecture: Mapping, spec: Any) -> dict:
         "d_model": [architecture["d_model"][d]],
         "blocks": blocks,
         "share_weights": True,
+        "share_embeddings": True,
         "options": dict(architecture["options"]),
     }
 
 
 def count_params(architecture: Mapping, features: Sequence[Mapping], level: int = 0) -> int:
-    """Parameters of level ``level`` of ``architecture`` (as if built alone)."""
+    """Parameters of level ``level`` of ``architecture`` (as if built alone).
+
+    Counted as ``keras.Model.count_params`` does: batch norm's moving mean
+    and variance (non-trainable) included.
+    """
     d = architecture["d_model"][level]
     options = architecture["options"]
     total = 0
@@ -235,6 +240,8 @@ def count_params(architecture: Mapping, features: Sequence[Mapping], level: int 
     if options["group_embeddings"]:
         total += 3 * d
     width = d * len(features)
+    # Scale and offset of an MLP norm, plus batch norm's moving mean / variance.
+    norm = {None: 0, "layer": 2, "batch": 4}[options.get("mlp_norm")]
     for block in _level_blocks(architecture, level):
         if block["kind"] == "gau":
             e, s = block["units"][level], block["shared_dims"][level]
@@ -244,7 +251,7 @@ def count_params(architecture: Mapping, features: Sequence[Mapping], level: int 
             total += (width * width if r is None else 2 * width * r) + width
         else:
             u = block["units"][level]
-            total += width * u + u
+            total += width * u + u + norm * u
             width = u
     return total + width + 1
 

@@ -90,7 +90,10 @@ class RelevanceNetwork(keras.Model):
             features,
             output_dim=d_model,
             group_embeddings=bool(options["group_embeddings"]),
-            share_weights=share,
+            # Architectures saved before share_embeddings existed shared the
+            # embeddings exactly when they shared every weight.
+            share_weights=bool(arch.get("share_embeddings", share)),
+            lookup_l2=float(options.get("embedding_l2", 0.0)),
             dtype=dtype,
             name="embedding",
         )
@@ -98,47 +101,33 @@ class RelevanceNetwork(keras.Model):
         self.blocks = []
         widths = [d * num_tokens for d in d_model]
         for block in arch["blocks"]:
-            kind, source = block["kind"], block["source"]
+            layer = _make_block(block, options, share, dtype)
             # Without sharing, levels that skip a block own none of its weights.
             runs = [share or level >= block["min_level"] for level in range(n)]
-            if kind == "gau":
-                layer = MNestedGAU(
-                    units=tuple(block["units"]),
-                    shared_dim=tuple(block["shared_dims"]),
-                    activation=options["gau_activation"],
-                    use_norm=bool(options["gau_norm"]),
-                    share_weights=share,
-                    dtype=dtype,
-                    name=f"gau_{source}",
-                )
+            if block["kind"] == "gau":
                 layer.build(
                     tuple((None, num_tokens, d) if r else None for d, r in zip(d_model, runs))
                 )
-            elif kind == "cross":
-                layer = MNestedCross(
-                    projection_dim=tuple(block["projection_dims"]),
-                    diag_scale=float(options["cross_diag_scale"]),
-                    share_weights=share,
-                    dtype=dtype,
-                    name=f"cross_{source}",
-                )
+            elif block["kind"] == "cross":
                 layer.build(tuple((None, w) if r else None for w, r in zip(widths, runs)))
-            elif kind == "mlp":
-                layer = MNestedDense(
-                    units=tuple(block["units"]),
-                    activation=options["mlp_activation"],
-                    share_weights=share,
-                    dtype=dtype,
-                    name=f"mlp_{source}",
-                )
+            else:
                 layer.build(tuple((None, w) for w in widths))
                 widths = list(block["units"])
-            else:
-                raise ValueError(f"unknown block kind {kind!r} in architecture")
             self.blocks.append(layer)
         self.head = MNestedDense(units=(1,) * n, share_weights=share, dtype=dtype, name="head")
         self.head.build(tuple((None, w) for w in widths))
         self.built = True
+
+    @property
+    def training_dependent(self) -> bool:
+        """Whether training mode changes the forward pass (dropout, batch norm).
+
+        :class:`~matta_rec.training.trainer.MatTATrainer` then scores its
+        online metrics with an extra inference-mode forward pass.
+        """
+        options = self.architecture["options"]
+        rates = [options.get(k, 0.0) for k in ("mlp_dropout", "gau_dropout", "cross_dropout")]
+        return any(rates) or options.get("mlp_norm") == "batch"
 
     # ---------------------------------------------------------------- call
     def _level_logits(self, features: Mapping[str, Any]) -> tuple:
@@ -178,6 +167,42 @@ class RelevanceNetwork(keras.Model):
     @property
     def feature_names(self) -> tuple[str, ...]:
         return self.schema.feature_names
+
+
+def _make_block(block: Mapping, options: Mapping, share: bool, dtype: Any):
+    """The (unbuilt) nested layer of one architecture block."""
+    kind, source = block["kind"], block["source"]
+    if kind == "gau":
+        return MNestedGAU(
+            units=tuple(block["units"]),
+            shared_dim=tuple(block["shared_dims"]),
+            activation=options["gau_activation"],
+            use_norm=bool(options["gau_norm"]),
+            share_weights=share,
+            dropout=float(options.get("gau_dropout", 0.0)),
+            dtype=dtype,
+            name=f"gau_{source}",
+        )
+    if kind == "cross":
+        return MNestedCross(
+            projection_dim=tuple(block["projection_dims"]),
+            diag_scale=float(options["cross_diag_scale"]),
+            share_weights=share,
+            dropout=float(options.get("cross_dropout", 0.0)),
+            dtype=dtype,
+            name=f"cross_{source}",
+        )
+    if kind == "mlp":
+        return MNestedDense(
+            units=tuple(block["units"]),
+            activation=options["mlp_activation"],
+            share_weights=share,
+            normalization=options.get("mlp_norm"),
+            dropout=float(options.get("mlp_dropout", 0.0)),
+            dtype=dtype,
+            name=f"mlp_{source}",
+        )
+    raise ValueError(f"unknown block kind {kind!r} in architecture")
 
 
 def _run(layer, values: tuple, first: int) -> tuple:
@@ -257,6 +282,12 @@ class NestedRelevanceModel(RelevanceNetwork):
 
     @classmethod
     def from_config(cls, config: dict) -> "NestedRelevanceModel":
+        model_config = config.get("config")
+        if (isinstance(model_config, Mapping) and "share_embeddings" not in model_config
+                and model_config.get("share_weights") is False):
+            # Saved before share_embeddings existed: an unshared model then
+            # had per-level embeddings too.
+            config = {**config, "config": {**model_config, "share_embeddings": False}}
         return cls(**config)
 
     @property
@@ -381,7 +412,7 @@ def extract(model: NestedRelevanceModel, spec: Any) -> ExtractedRelevanceModel:
         name=_model_name(spec.name),
     )
     n = len(arch["levels"])
-    _copy_prefix(sub.embedding, model.embedding, d, n, shared)
+    _copy_prefix(sub.embedding, model.embedding, d, n, model.embedding.share_weights)
     kept = [(layer, level) for layer, level in zip(model.blocks, choices) if level is not None]
     for target, (source, level) in zip(sub.blocks, kept):
         _copy_prefix(target, source, level, n, shared)
@@ -403,12 +434,27 @@ def _model_name(spec_name: str) -> str:
 
 
 def _level_variables(layer, level: int, num_levels: int, shared: bool) -> list:
-    if shared:
-        return list(layer.weights)
-    if level == num_levels - 1:
-        return [v for v in layer.weights if not _SUFFIX.search(v.name)]
-    suffix = f"_level{level}"
-    return [v for v in layer.weights if v.name.endswith(suffix)]
+    """The variables level ``level`` reads from ``layer``, in the layer's order.
+
+    A variable with the level's suffix (``_level<k>``; none for the TA) is
+    the level's own: every variable of an unshared layer, and per-level
+    statistics (batch norm moving mean / variance) of a shared one.  A
+    shared layer's other variables have no suffix and every level reads
+    (a prefix of) them.
+    """
+    suffix = "" if level == num_levels - 1 else f"_level{level}"
+    versions: dict = {}  # path without suffix -> {suffix: variable}
+    for v in layer.weights:
+        found = _SUFFIX.search(v.path)
+        own = found.group(0) if found else ""
+        versions.setdefault(v.path[: len(v.path) - len(own)], {})[own] = v
+    out = []
+    for by_suffix in versions.values():
+        if suffix in by_suffix:
+            out.append(by_suffix[suffix])
+        elif shared and "" in by_suffix:
+            out.append(by_suffix[""])
+    return out
 
 
 def _copy_prefix(target_layer, source_layer, level: int, num_levels: int, shared: bool) -> None:
