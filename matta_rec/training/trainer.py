@@ -11,10 +11,12 @@ Example:
 >>> trainer.compile(optimizer=keras.optimizers.Adam(1e-3))
 >>> trainer.fit(dataset)          # dataset of (features, {"target": y, ...})
 
-Progress bar / TensorBoard logs: ``loss``, ``distill_weight`` and per level
-``{level}_auroc``, ``{level}_logloss`` and ``{level}_distill`` (levels that
-distil).  The forward pass of ``train_step`` runs before the update, so its
-predictions are scored before being trained on (progressive validation).
+Progress bar / TensorBoard logs: ``loss`` (the MatTA loss plus the model's
+regularisation losses), ``distill_weight`` and per level ``{level}_auroc``,
+``{level}_logloss`` and ``{level}_distill`` (levels that distil).  The
+forward pass of ``train_step`` runs before the update, so its predictions
+are scored before being trained on (progressive validation), in inference
+mode (no dropout) when the model has training-dependent layers.
 """
 
 from __future__ import annotations
@@ -57,6 +59,19 @@ def split_labels(y, label: str = "target", sample_weight=None):
     if sample_weight is not None:
         sample_weight = tf.reshape(tf.cast(sample_weight, tf.float32), [-1])
     return labels, sample_weight
+
+
+#: Keras layers whose forward pass depends on training mode.
+_TRAINING_DEPENDENT = (
+    keras.layers.Dropout,
+    keras.layers.SpatialDropout1D,
+    keras.layers.SpatialDropout2D,
+    keras.layers.SpatialDropout3D,
+    keras.layers.GaussianDropout,
+    keras.layers.GaussianNoise,
+    keras.layers.AlphaDropout,
+    keras.layers.BatchNormalization,
+)
 
 
 @keras.saving.register_keras_serializable(package="matta_rec")
@@ -127,6 +142,7 @@ class MatTATrainer(keras.Model):
         self.distill_weight_metric = LastValue(name="distill_weight")
         self._metric_list = ([self.loss_metric] + list(self.level_metrics.values())
                              + [self.distill_weight_metric])
+        self._training_dependent = None
 
     # ------------------------------------------------------------- keras API
     def call(self, inputs, training=False):
@@ -174,8 +190,7 @@ class MatTATrainer(keras.Model):
             is the batch loss (not scaled for distribution).
         """
         labels, sample_weight = split_labels(y, self.loss_config.label, sample_weight)
-        logits = self.model(x, training=training)
-        logits = {k: tf.reshape(tf.cast(v, tf.float32), [-1]) for k, v in logits.items()}
+        logits = self._logits(x, training)
         rows = self.matta_loss.per_example(labels, logits)
         total, parts = self.matta_loss.combine(rows, sample_weight, self._step(), denominator)
         return total, parts, rows, logits, labels, sample_weight
@@ -183,27 +198,45 @@ class MatTATrainer(keras.Model):
     def train_batch(self, x, y, sample_weight=None, *, denominator=None):
         """One MatTA update on a batch; returns ``(logs, logits)``.
 
-        ``logits`` come from the forward pass before the update (scored before
-        trained on).  ``denominator``: the global batch's weight sum when a
-        replica trains a slice of a batch (the per-replica losses then add up
-        to the batch loss, so summed gradients equal single-device ones);
-        without it the local weighted mean is divided by the number of
-        replicas, as Keras does.
+        The loss is the MatTA loss plus the model's regularisation losses
+        (``model.losses``: weight regularizers, the embedding lookup L2),
+        both scaled per replica the same way.  ``logits`` are scored before
+        the update (progressive validation) and in inference mode: when the
+        model's forward pass depends on training mode (dropout, batch norm;
+        see :meth:`scores_need_inference_pass`) they come from an extra
+        ``training=False`` forward pass before the update, and the online
+        metrics (AUROC, log loss per level) use them; otherwise they are the
+        training pass's logits (no extra cost).  ``denominator``: the global
+        batch's weight sum when a replica trains a slice of a batch (the
+        per-replica losses then add up to the batch loss, so summed
+        gradients equal single-device ones); without it the local weighted
+        mean is divided by the number of replicas, as Keras does.
         """
+        scores = None
+        if self.scores_need_inference_pass():
+            scores = self._logits(x, training=False)
         with tf.GradientTape() as tape:
             total, parts, rows, logits, labels, sample_weight = self.compute_losses(
                 x, y, sample_weight, training=True, denominator=denominator
             )
-            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            replicas = float(tf.distribute.get_strategy().num_replicas_in_sync)
+            # Regularisation is a per-replica quantity like a local mean: it
+            # is divided by the number of replicas whose gradients are summed.
+            regularization = self._regularization_loss()
             if denominator is None:
                 # Keras convention: local mean, gradients summed over replicas.
-                scaled = total / float(replicas)
+                if regularization is not None:
+                    total = total + regularization
+                scaled = total / replicas
                 tracked, tracked_weight = total, tf.cast(tf.shape(labels)[0], tf.float32)
             else:
                 # The replica losses add up to the batch loss: the Mean metric
                 # must sum them once per batch.
                 scaled = total
-                tracked, tracked_weight = total * float(replicas), 1.0 / float(replicas)
+                tracked, tracked_weight = total * replicas, 1.0 / replicas
+                if regularization is not None:
+                    scaled = scaled + regularization / replicas
+                    tracked = tracked + regularization
             if self.optimizer is not None:
                 scaled = self.optimizer.scale_loss(scaled)
         variables = self.trainable_variables
@@ -211,8 +244,38 @@ class MatTATrainer(keras.Model):
         self.optimizer.apply_gradients(
             [(g, v) for g, v in zip(grads, variables) if g is not None]
         )
+        if scores is not None:
+            logits, rows = scores, self.matta_loss.per_example(labels, scores)
         self._update_metrics(labels, sample_weight, logits, rows, tracked, tracked_weight)
         return self._logs(parts["distill_weight"]), logits
+
+    def scores_need_inference_pass(self) -> bool:
+        """Whether training mode changes the model's forward pass.
+
+        The model's own ``training_dependent`` attribute when it has one
+        (``NestedRelevanceModel``: dropout or batch norm configured);
+        otherwise whether it contains a dropout, noise or batch
+        normalisation layer.
+        """
+        if self._training_dependent is None:
+            declared = getattr(self.model, "training_dependent", None)
+            if declared is None:
+                flatten = getattr(self.model, "_flatten_layers", None)
+                layers = list(flatten(include_self=False)) if flatten else []
+                declared = any(isinstance(layer, _TRAINING_DEPENDENT) for layer in layers)
+            self._training_dependent = bool(declared)
+        return self._training_dependent
+
+    def _logits(self, x, training):
+        logits = self.model(x, training=training)
+        return {k: tf.reshape(tf.cast(v, tf.float32), [-1]) for k, v in logits.items()}
+
+    def _regularization_loss(self):
+        """The sum of ``model.losses`` (float32), or None when there are none."""
+        losses = self.model.losses
+        if not losses:
+            return None
+        return tf.add_n([tf.cast(loss, tf.float32) for loss in losses])
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
