@@ -480,12 +480,84 @@ def test_embedding_tables_and_sparse_gradients():
     assert moved.tolist() == [i in (3, 7) for i in range(50)]
 
 
+@pytest.mark.parametrize("share_weights,share_embeddings", [(True, True), (False, True), (False, False)])
+def test_every_embedding_table_of_a_nested_model_takes_the_diagonal_path(share_weights, share_embeddings):
+    """Tables are marked by their layer, not matched by name: the per-level
+    tables of an unshared model (`user_id_table_level0`,
+    `group_embeddings_level0`) take the diagonal step like the shared ones,
+    even with the name fallback off."""
+    from nested_testlib import make_schema, make_stats, tiny_config
+
+    from matta_rec.models import NestedRelevanceModel
+
+    schema = make_schema()
+    config = tiny_config(share_weights=share_weights, share_embeddings=share_embeddings)
+    model = NestedRelevanceModel(schema, make_stats(schema), config)
+    tables = [v for v in model.trainable_variables if "_table" in v.name or "group_embeddings" in v.name]
+    per_level = [v.name for v in tables if v.name.endswith("_level0")]
+    assert bool(per_level) == (not share_embeddings)
+    assert {"user_id_table_level0", "group_embeddings_level0"} <= set(per_level) or share_embeddings
+    for pattern in (r"(embeddings?|_table)$", None):
+        opt = Shampoo(embedding_pattern=pattern)
+        opt.build(model.trainable_variables)
+        for table in tables:
+            assert opt.plan_for(table).diagonal, table.path
+            assert opt.preconditioner_state(table).kind == "diagonal"
+        kernels = [v for v in model.trainable_variables if v.name.startswith("kernel") and min(v.shape) > 1]
+        assert kernels and not any(opt.plan_for(v).diagonal for v in kernels)
+
+
+def test_decoupled_weight_decay_matches_numpy_for_one_step():
+    """`w -= lr * wd * w` next to (not inside) the preconditioned step; by
+    default embedding tables and vectors are not decayed."""
+    from matta_rec.layers.variable_roles import mark_embedding_table
+
+    lr, wd = 0.1, 0.05
+    w0, b0, t0 = rand((4, 3), 0), rand((3,), 1), rand((6, 2), 2)
+    gw, gb, gt = rand((4, 3), 3), rand((3,), 4), rand((6, 2), 5)
+    kw = dict(learning_rate=lr, beta_1=0.0, beta_2=1.0, grafting=None, weight_decay=wd,
+              preconditioning_frequency=1, start_preconditioning_step=0)
+    for exclude in ("embeddings_and_vectors", None):
+        opt = Shampoo(weight_decay_exclude=exclude, **kw)
+        w, b = keras.Variable(w0, name="kernel"), keras.Variable(b0, name="bias")
+        t = mark_embedding_table(keras.Variable(t0, name="ids"))
+        opt.apply([tf.constant(gw), tf.constant(gb), tf.constant(gt)], [w, b, t])
+        decayed = 1.0 - lr * wd
+        want_w = raw_shampoo_reference(w0 * decayed, [gw], lr, 1.0, 1e-6)
+        np.testing.assert_allclose(w.numpy(), want_w, rtol=1e-4, atol=1e-5)
+        keep = 1.0 if exclude else decayed
+        np.testing.assert_allclose(b.numpy(), b0 * keep - lr * gb, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(t.numpy(), t0 * keep - lr * gt, rtol=1e-5, atol=1e-6)
+        assert opt.preconditioner_state(t).kind == "diagonal"
+    with pytest.raises(ValueError, match="weight_decay_exclude"):
+        Shampoo(weight_decay_exclude="biases")
+
+
+def test_exclude_defaults_for_keras_optimizers():
+    from matta_rec.layers.variable_roles import mark_embedding_table
+    from matta_rec.optimizers.weight_decay import exclude_defaults
+
+    w, b = keras.Variable(rand((4, 3), 0), name="kernel"), keras.Variable(rand((3,), 1), name="bias")
+    t = mark_embedding_table(keras.Variable(rand((6, 2), 2), name="ids"))
+    e = keras.Variable(rand((6, 2), 3), name="embeddings")  # a Keras Embedding's, by name
+    opt = keras.optimizers.AdamW(0.1, weight_decay=0.5)
+    assert exclude_defaults(opt, [w, b, t, e]) == [b, t, e]
+    zeros = [tf.zeros_like(v.value) for v in (w, b, t, e)]
+    before = [v.numpy() for v in (w, b, t, e)]
+    opt.apply(zeros, [w, b, t, e])
+    np.testing.assert_allclose(w.numpy(), before[0] * (1 - 0.1 * 0.5), rtol=1e-6)
+    for v, old in zip((b, t, e), before[1:]):
+        np.testing.assert_array_equal(v.numpy(), old)
+    assert exclude_defaults(keras.optimizers.Adam(0.1), [w]) == []
+
+
 # ---------------------------------------------------------- serialization
 
 
 def test_config_round_trip_and_validation():
     opt = Shampoo(learning_rate=0.02, beta_2=1.0, block_size=64, grafting="rmsprop", exponent_override=2,
-                  nesterov=True, weight_decay=1e-4, diagonal_variables=["bias"], root_method="newton")
+                  nesterov=True, weight_decay=1e-4, diagonal_variables=["bias"], root_method="newton",
+                  weight_decay_exclude=None)
     config = opt.get_config()
     clone = Shampoo.from_config(config)
     assert clone.get_config() == config

@@ -6,6 +6,10 @@
 `get("shampoo", learning_rate=1e-3)`, `get({"name": "adam", "learning_rate":
 1e-3})` or `get({"class_name": "Shampoo", "config": {...}})` build an optimizer;
 an optimizer instance is returned unchanged.
+
+`exclude_defaults(optimizer, variables)` keeps decoupled weight decay off
+embedding tables and vectors (biases, norms) for any Keras optimizer, as
+`Shampoo` does by default (`matta_rec.optimizers.weight_decay`).
 """
 
 from __future__ import annotations
@@ -15,8 +19,9 @@ import keras
 from matta_rec.errors import ConfigError
 from matta_rec.optimizers.preconditioner_state import PreconditionerState
 from matta_rec.optimizers.shampoo import Shampoo
+from matta_rec.optimizers.weight_decay import exclude_defaults
 
-__all__ = ["Shampoo", "PreconditionerState", "get", "OPTIMIZERS"]
+__all__ = ["Shampoo", "PreconditionerState", "get", "OPTIMIZERS", "exclude_defaults"]
 
 OPTIMIZERS = {
     "shampoo": Shampoo,

@@ -26,13 +26,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from matta_rec.optimizers import keras_internals, matrix_functions
+from matta_rec.optimizers import keras_internals, matrix_functions, weight_decay as decay
 from matta_rec.optimizers.partition import BlockGroup, make_plan
 from matta_rec.optimizers.preconditioner_state import PreconditionerState
 
 GRAFTING_TYPES = ("adam", "adagrad", "rmsprop", "sgd")
 ROOT_METHODS = ("eigh", "newton")
 LARGE_DIM_POLICIES = ("diagonal", "one_sided")
+WEIGHT_DECAY_EXCLUDES = ("embeddings_and_vectors", None)
 _DEFAULTS = {"beta_1": 0.9, "beta_2": 0.999}
 
 
@@ -73,14 +74,24 @@ class Shampoo(keras_internals.GroupedUpdateHooks, keras.optimizers.Optimizer):
        statistics or result, Newton not converged) keeps the previous root and
        increments `root_failures`.
     4. `U = L^(-1/p) D R^(-1/p)` per block, rescaled to `||A(D)||` of the
-       block (raw when `grafting=None`); `w -= learning_rate * U`. Weight
-       decay (`weight_decay`) is decoupled, applied by the base class.
+       block (raw when `grafting=None`); `w -= learning_rate * U`.
+
+    Weight decay (`weight_decay=wd`) is decoupled, as AdamW: before the step
+    above, `w -= learning_rate * wd * w` (applied by the base class, outside
+    the preconditioned direction). By default (`weight_decay_exclude=
+    "embeddings_and_vectors"`) it skips embedding tables and variables of
+    rank <= 1 (biases, scales, norm parameters): see
+    `matta_rec.optimizers.weight_decay`.
 
     Variables of rank <= 1 (biases, scales), variables whose every side is
     too long (or one side, with `large_dim_policy="diagonal"`) and embedding
-    tables (a variable name matching `embedding_pattern`) take the grafted
-    diagonal step `A(D)`. Sparse gradients
-    (`tf.IndexedSlices`) are densified, as `keras.optimizers.Adam` does.
+    tables take the grafted diagonal step `A(D)`. Embedding tables are the
+    variables their layer marked as such
+    (`matta_rec.layers.variable_roles.mark_embedding_table`: every table of
+    `matta_rec`'s layers, shared or per level) and, as a fallback for other
+    layers, variables whose name matches `embedding_pattern`. Sparse
+    gradients (`tf.IndexedSlices`) are densified, as `keras.optimizers.Adam`
+    does.
 
     A gradient with a NaN / inf is replaced by zeros (the step then follows
     the momentum only) and increments `skipped_updates`; a non-finite update
@@ -118,20 +129,28 @@ class Shampoo(keras_internals.GroupedUpdateHooks, keras.optimizers.Optimizer):
             preconditioned sides, i.e. `-1/4` per side for a matrix (the
             original paper) and `-1/2` for a one-sided factor.
         nesterov: use Nesterov momentum. Defaults to `False`.
-        weight_decay: decoupled weight decay (as AdamW). Defaults to `None`.
+        weight_decay: decoupled weight decay (as AdamW):
+            `w -= learning_rate * weight_decay * w` each step. Defaults to
+            `None`.
+        weight_decay_exclude: `"embeddings_and_vectors"` (default): weight
+            decay leaves embedding tables and variables of rank <= 1 alone;
+            `None`: it applies to every variable except those given to
+            `exclude_from_weight_decay` (call it before the first step).
         max_preconditioner_dim: sides longer than this get no Kronecker
             factor. Defaults to `4096`.
         large_dim_policy: `"diagonal"` (the variable takes the grafted step)
             or `"one_sided"` (precondition the other side only) for variables
             with a side longer than `max_preconditioner_dim`. Defaults to
             `"diagonal"`.
-        embedding_pattern: regular expression; variables whose name (last
-            path component) matches it are embedding tables: their first
-            (vocabulary) dimension is treated as too long, so they follow
-            `large_dim_policy` (row-sparse gradients keep per-row Adam step
-            sizes on the diagonal path). `None` disables it. Defaults to
-            `r"(embeddings?|_table)$"` (Keras `Embedding` layers and
-            `matta_rec` feature tables).
+        embedding_pattern: regular expression, the fallback for layers that
+            do not mark their tables: variables whose name (last path
+            component) matches it are embedding tables too. An embedding
+            table's first (vocabulary) dimension is treated as too long, so
+            it follows `large_dim_policy` (row-sparse gradients keep per-row
+            Adam step sizes on the diagonal path). `None` disables the
+            fallback (marked tables stay embedding tables). Defaults to
+            `r"(embeddings?|_table)$"` (Keras `Embedding` layers are named
+            `embeddings`).
         diagonal_variables: list of regular expressions; variables whose
             path matches one take the grafted diagonal step. Defaults to
             `None`.
@@ -178,6 +197,7 @@ class Shampoo(keras_internals.GroupedUpdateHooks, keras.optimizers.Optimizer):
         exponent_override=None,
         nesterov=False,
         weight_decay=None,
+        weight_decay_exclude="embeddings_and_vectors",
         max_preconditioner_dim=4096,
         large_dim_policy="diagonal",
         embedding_pattern=r"(embeddings?|_table)$",
@@ -229,6 +249,11 @@ class Shampoo(keras_internals.GroupedUpdateHooks, keras.optimizers.Optimizer):
             root_method=root_method,
             grouped_updates=grouped_updates,
         )
+        if weight_decay_exclude not in WEIGHT_DECAY_EXCLUDES:
+            raise ValueError(
+                f"`weight_decay_exclude` must be one of {WEIGHT_DECAY_EXCLUDES}. "
+                f"Received: weight_decay_exclude={weight_decay_exclude!r}"
+            )
         keras_internals.check(grouped_updates)
         self.beta_1 = float(beta_1)
         self.beta_2 = float(beta_2)
@@ -245,6 +270,7 @@ class Shampoo(keras_internals.GroupedUpdateHooks, keras.optimizers.Optimizer):
         self.max_preconditioner_dim = max_preconditioner_dim
         self.large_dim_policy = large_dim_policy
         self.embedding_pattern = embedding_pattern
+        self.weight_decay_exclude = weight_decay_exclude
         self.diagonal_variables = list(diagonal_variables) if diagonal_variables else []
         self.root_method = root_method
         self.grouped_updates = grouped_updates
@@ -269,6 +295,7 @@ class Shampoo(keras_internals.GroupedUpdateHooks, keras.optimizers.Optimizer):
                 "max_preconditioner_dim": self.max_preconditioner_dim,
                 "large_dim_policy": self.large_dim_policy,
                 "embedding_pattern": self.embedding_pattern,
+                "weight_decay_exclude": self.weight_decay_exclude,
                 "diagonal_variables": list(self.diagonal_variables),
                 "root_method": self.root_method,
                 "grouped_updates": self.grouped_updates,
@@ -286,8 +313,7 @@ class Shampoo(keras_internals.GroupedUpdateHooks, keras.optimizers.Optimizer):
         path = self._variable_path(variable)
         if any(re.search(p, path) for p in self.diagonal_variables):
             return make_plan((), self.block_size, self.max_preconditioner_dim)
-        name = path.rsplit("/", 1)[-1]
-        embedding = self.embedding_pattern is not None and re.search(self.embedding_pattern, name) is not None
+        embedding = decay.is_embedding(variable, self.embedding_pattern)
         return make_plan(
             tuple(variable.shape),
             self.block_size,
@@ -314,6 +340,10 @@ class Shampoo(keras_internals.GroupedUpdateHooks, keras.optimizers.Optimizer):
         """
         if self.built:
             return
+        if self.weight_decay is not None and self.weight_decay_exclude is not None:
+            self.exclude_from_weight_decay(
+                var_list=decay.default_exclusions(var_list, self.embedding_pattern)
+            )
         super().build(var_list)
         self.root_failures = self.add_variable((), initializer="zeros", dtype="int64", name="root_failures")
         self.skipped_updates = self.add_variable((), initializer="zeros", dtype="int64", name="skipped_updates")
