@@ -15,6 +15,7 @@ from nestify_testlib import functional_ranker, sequential_ranker  # noqa: E402
 import matta_rec  # noqa: E402
 from matta_rec.errors import ConfigError  # noqa: E402
 from matta_rec.layers import MNestedBatchNormalization, MNestedDense, MNestedEmbedding  # noqa: E402
+from matta_rec.layers.variable_roles import is_embedding_table  # noqa: E402
 from matta_rec.models.nestify import NestifiedModel, load_source  # noqa: E402
 from matta_rec.training.config import LossConfig  # noqa: E402
 from matta_rec.training.trainer import MatTATrainer  # noqa: E402
@@ -101,6 +102,7 @@ def test_twins_and_widths_of_the_functional_model():
     nested = matta_rec.nestify(functional_ranker(CARDS), width_factor=2.0, d_model_factor=1.5)
     emb = nested.twin("user_id_embedding")
     assert isinstance(emb, MNestedEmbedding) and emb.output_dim == (4, 6)
+    assert is_embedding_table(emb.embeddings)
     assert nested.twin("mlp_1").units == (16, 32)
     assert nested.twin("cross").projection_dim == (4, 8)
     head = nested.twin("logit")

@@ -14,6 +14,7 @@ from matta_rec.layers._nesting import (
     split_inputs,
     track_per_level,
 )
+from matta_rec.layers.variable_roles import mark_embedding_table
 
 
 @keras.saving.register_keras_serializable(package="matta_rec")
@@ -47,6 +48,10 @@ class MNestedEmbedding(keras.layers.Layer):
 
     Returns:
         A tuple of one ``inputs.shape + (output_dim[i],)`` tensor per level.
+
+    The table(s) are marked as embedding tables
+    (:func:`~matta_rec.layers.variable_roles.mark_embedding_table`), so
+    optimizers give them their sparse treatment.
 
     Example:
 
@@ -117,13 +122,13 @@ class MNestedEmbedding(keras.layers.Layer):
         owners = [last] if self.share_weights else range(self.num_levels)
         per_level_store(self, "_tables")
         for level in owners:
-            self._tables[level] = self.add_weight(
+            self._tables[level] = mark_embedding_table(self.add_weight(
                 name="embeddings" + level_suffix(level, self.num_levels),
                 shape=(self.input_dim, self.output_dim[level]),
                 initializer=self.embeddings_initializer,
                 regularizer=self.embeddings_regularizer,
                 constraint=self.embeddings_constraint,
-            )
+            ))
         track_per_level(self, "_tables")
         self.built = True
 
