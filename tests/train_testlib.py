@@ -30,13 +30,22 @@ TINY_MODEL = {
 }
 
 
-def write_logs(root, shards=4, rows=300, seed=0):
-    """``shards`` hourly parquet shards of ``rows`` rows; ``row_id`` = global index."""
+def write_logs(root, shards=4, rows=300, seed=0, day="2026-01-01", first_row=0,
+               inverted=False):
+    """``shards`` hourly parquet shards of ``rows`` rows under ``dt=<day>/``.
+
+    ``row_id`` is the global row index, from ``first_row``. The world (user and
+    item effects) depends on ``seed`` only; a later ``day`` with the same seed
+    draws new rows of the same world (the row draws are seeded by the day too).
+    ``inverted=True`` flips the labels (a partition that makes a model worse).
+    """
     schema = Schema.from_dict(SCHEMA)
     rng = np.random.default_rng(seed)
     u_eff = rng.normal(size=50)
     i_eff = rng.normal(size=40)
-    start = 0
+    if day != "2026-01-01":
+        rng = np.random.default_rng([seed, int(day.replace("-", ""))])
+    start = first_row
     for s in range(shards):
         u = rng.integers(0, 50, rows)
         i = rng.integers(0, 40, rows)
@@ -52,7 +61,10 @@ def write_logs(root, shards=4, rows=300, seed=0):
             "teacher_prob": np.clip(p + rng.normal(scale=0.05, size=rows), 0.01, 0.99).astype(np.float32),
             "click": (rng.random(rows) < p).astype(np.float32),
         }
-        write_shard(os.path.join(root, f"dt=2026-01-01/hour={s:02d}/part-0.parquet"), cols, schema)
+        if inverted:
+            cols["teacher_prob"] = (1.0 - cols["teacher_prob"]).astype(np.float32)
+            cols["click"] = (1.0 - cols["click"]).astype(np.float32)
+        write_shard(os.path.join(root, f"dt={day}/hour={s:02d}/part-0.parquet"), cols, schema)
         start += rows
     schema.to_yaml(os.path.join(root, "schema.yaml"))
     return schema

@@ -65,8 +65,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, metavar="RUN_DIR",
                         help="run directory (created; must not hold a run unless --resume)")
     parser.add_argument("--config", default=None, metavar="YAML",
-                        help="run config YAML (default: built-in defaults); ignored with "
-                             "--resume, which uses RUN_DIR/config.yaml")
+                        help="run config YAML (default: built-in defaults); with --resume "
+                             "compared with RUN_DIR/config.yaml under the resume policy")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         type=key_value, metavar="KEY=VALUE", help="override a config key (repeatable)")
     parser.add_argument("--mode", default=None,
@@ -75,7 +75,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--strategy", default=None, choices=["default", "mirrored", "multi_worker"],
                         help="shortcut for --set strategy=... (multi_worker reads TF_CONFIG)")
     parser.add_argument("--resume", action="store_true",
-                        help="continue RUN_DIR from its last checkpoint")
+                        help="continue RUN_DIR from its last checkpoint; --config and --set may "
+                             "change only checkpoint.*, metrics.*, follow.*, publish.*, "
+                             "data.skip_bad_shards, data.max_rows and epochs")
+    parser.add_argument("--follow", action="store_true",
+                        help="continuous mode: keep polling --data for new partitions "
+                             "(shortcut for --set follow.enabled=true); SIGTERM or Ctrl-C "
+                             "checkpoints and exits 0")
+    parser.add_argument("--publish", default=None, metavar="EXPORT_BASE",
+                        help="publish a candidate export every publish.every_rows rows when it "
+                             "is not worse than the served version (publications.jsonl)")
+    parser.add_argument("--sizes", default=None, metavar="SIZES",
+                        help="comma-separated sizes each candidate exports with --publish "
+                             "(default: publish.sizes = student); the first one gates")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -88,6 +100,12 @@ def run(args: argparse.Namespace) -> int:
         overrides["mode"] = args.mode
     if args.strategy:
         overrides["strategy"] = args.strategy
+    if args.follow:
+        overrides["follow.enabled"] = True
+    if args.publish:
+        overrides["publish.export_base"] = args.publish
+    if args.sizes:
+        overrides["publish.sizes"] = [s.strip() for s in args.sizes.split(",") if s.strip()]
     if not args.resume:
         if args.schema is None:
             from matta_rec.errors import ConfigError
@@ -96,12 +114,14 @@ def run(args: argparse.Namespace) -> int:
         config = RunConfig.from_yaml(args.config, overrides) if args.config else \
             RunConfig.from_dict({}, overrides=overrides)
     else:
-        config = None
+        config = args.config  # compared with the run's config.yaml by the resume policy
 
+    from matta_rec.export.gate import PublishCallback
     from matta_rec.training.loop import train_run
 
     metrics = train_run(config, args.data, args.schema, args.out, resume=args.resume,
-                        overrides=overrides if args.resume else None)
+                        overrides=overrides if args.resume else None,
+                        callbacks=[PublishCallback()])
     summary = {"rows_trained": metrics["rows_trained"], "steps": metrics["steps"],
                "rows_per_s": round(metrics["rows_per_s"], 1)}
     hold = metrics.get("holdout", {})

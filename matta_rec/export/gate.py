@@ -54,6 +54,7 @@ from matta_rec.export.publish import existing_versions, publish_version
 from matta_rec.export.run_export import next_version, size_dir_name as _size_dir
 from matta_rec.export.savedmodel import SERVING_SIGNATURE, export_model
 from matta_rec.metrics import auroc
+from matta_rec.training.callbacks import TrainingCallback, TrainingInfo
 
 
 def _load_signature(version_dir: str):
@@ -92,7 +93,8 @@ class PublicationGate:
             (outside ``export_base``; e.g. ``RUN_DIR/candidates``).
         decisions_path: the JSON-lines record of decisions
             (``RUN_DIR/publications.jsonl``).
-        every_rows: trained rows between two candidates.
+        every_rows: trained rows between two candidates (``None``: by time only).
+        every_minutes: or minutes between two candidates (``None``: by rows only).
         eval_rows: rows of the stream, after the candidate, on which the
             candidate and the published version are both scored.
         tolerance: the candidate is published if its AucLoss is at most the
@@ -103,13 +105,22 @@ class PublicationGate:
     """
 
     def __init__(self, export_base: str, schema, *, staging_dir: str, decisions_path: str,
-                 every_rows: int, eval_rows: int, tolerance: float = 0.0,
-                 sizes: Sequence[str] = ("student",), label: str = "event",
-                 log: Callable[[str], None] | None = None):
+                 every_rows: int | None, eval_rows: int, tolerance: float = 0.0,
+                 every_minutes: float | None = None, sizes: Sequence[str] = ("student",),
+                 label: str = "event", log: Callable[[str], None] | None = None):
         for name, value in (("every_rows", every_rows), ("eval_rows", eval_rows)):
+            if value is None and name == "every_rows":
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"publish.{name} must be a positive integer, got {value!r}",
                                   key=f"publish.{name}")
+        if every_minutes is not None and (isinstance(every_minutes, bool) or not isinstance(
+                every_minutes, (int, float)) or every_minutes <= 0):
+            raise ConfigError(f"publish.every_minutes must be a positive number, got "
+                              f"{every_minutes!r}", key="publish.every_minutes")
+        if every_rows is None and every_minutes is None:
+            raise ConfigError("publish needs publish.every_rows or publish.every_minutes",
+                              key="publish.every_rows")
         if not isinstance(tolerance, (int, float)) or isinstance(tolerance, bool) or tolerance < 0:
             raise ConfigError(f"publish.tolerance must be a number >= 0, got {tolerance!r}",
                               key="publish.tolerance")
@@ -127,13 +138,16 @@ class PublicationGate:
             )
         self.schema = schema
         self.decisions_path = decisions_path
-        self.every_rows, self.eval_rows = int(every_rows), int(eval_rows)
+        self.every_rows = None if every_rows is None else int(every_rows)
+        self.every_minutes = every_minutes
+        self.eval_rows = int(eval_rows)
         self.tolerance = float(tolerance)
         self.sizes = [str(s) for s in sizes]
         self.label = label
         self._log = log or (lambda message: None)
         self._candidate: dict | None = None
         self._last_trigger = self._last_recorded_rows()
+        self._last_time = time.monotonic()
 
     # ----------------------------------------------------------- triggers
     def _last_recorded_rows(self) -> int:
@@ -156,9 +170,15 @@ class PublicationGate:
         return self._candidate is not None
 
     def due(self, rows_trained: int) -> bool:
-        """Time for a new candidate (none pending, ``every_rows`` since the last one)."""
-        return (self._candidate is None
-                and rows_trained - self._last_trigger >= self.every_rows)
+        """Time for a new candidate: none pending, and ``every_rows`` rows or
+        ``every_minutes`` minutes since the last one."""
+        if self._candidate is not None:
+            return False
+        by_rows = (self.every_rows is not None
+                   and rows_trained - self._last_trigger >= self.every_rows)
+        by_time = (self.every_minutes is not None
+                   and time.monotonic() - self._last_time >= 60.0 * self.every_minutes)
+        return by_rows or by_time
 
     def published_version(self) -> int | None:
         """The version TF Serving serves for the gating size (the highest one)."""
@@ -175,7 +195,7 @@ class PublicationGate:
             rows_trained: rows the model has been trained on.
             example_rows: raw rows ``{feature: values}`` for warmup requests.
         """
-        self._last_trigger = int(rows_trained)
+        self._last_trigger, self._last_time = int(rows_trained), time.monotonic()
         published = self.published_version()
         version = next_version(self.export_base, [_size_dir(spec) for spec in self.sizes])
         stage = os.path.join(self.staging_dir, f"rows-{int(rows_trained)}")
@@ -228,6 +248,12 @@ class PublicationGate:
             return self._decide()
         return None
 
+    def discard(self) -> None:
+        """Drop a pending candidate (its window will not fill): nothing is published."""
+        if self._candidate is not None:
+            shutil.rmtree(self._candidate["stage"], ignore_errors=True)
+            self._candidate = None
+
     # ------------------------------------------------------------ decision
     def _auc_loss(self, y: np.ndarray, scores: np.ndarray, w) -> float | None:
         try:
@@ -276,3 +302,63 @@ class PublicationGate:
         self._log(f"{record['decision']} version {state['version']} after "
                   f"{state['rows_trained']} rows: {reason}")
         return record
+
+
+class PublishCallback(TrainingCallback):
+    """Gated publication during :func:`~matta_rec.training.train_run`.
+
+    Reads the run's ``publish`` config section
+    (:class:`~matta_rec.training.config.PublishConfig`) when training starts
+    and does nothing while ``publish.export_base`` is unset; otherwise (on
+    the chief) a :class:`PublicationGate` with candidates staged in
+    ``RUN_DIR/candidates`` and decisions in ``RUN_DIR/publications.jsonl``.
+    Each batch is offered to a pending candidate's evaluation window before
+    it is trained (``on_batch_begin``); after each trained batch a new
+    candidate is built when one is due (``on_batch_end``).  The gate scores
+    the ``event`` label when the schema has one, else the target.
+
+    Example:
+
+    >>> train_run(config, "logs/", schema, "runs/r1", callbacks=[PublishCallback()])
+    """
+
+    publishes = True  # train_run refuses publish.export_base without such a callback
+
+    def __init__(self, log: Callable[[str], None] | None = None):
+        self.gate: PublicationGate | None = None
+        self._log = log
+        self._info: TrainingInfo | None = None
+
+    def on_train_begin(self, info: TrainingInfo) -> None:
+        settings = info.config.publish
+        if not settings.export_base or not info.chief:
+            return
+        if self._log is None:
+            from matta_rec.training.monitor import log as train_log
+
+            self._log = lambda message: train_log(f"publish: {message}")
+        self._info = info
+        self.gate = PublicationGate(
+            settings.export_base, info.schema,
+            staging_dir=os.path.join(info.run_dir, "candidates"),
+            decisions_path=os.path.join(info.run_dir, "publications.jsonl"),
+            every_rows=settings.every_rows, every_minutes=settings.every_minutes,
+            eval_rows=settings.eval_rows, tolerance=settings.tolerance,
+            sizes=list(settings.sizes),
+            label="event" if info.schema.labels.event is not None else "target",
+            log=self._log)
+
+    def on_batch_begin(self, rows_end: int, features: Mapping, labels: Mapping) -> None:
+        if self.gate is not None:
+            self.gate.observe(features, labels, rows_end)
+
+    def on_batch_end(self, rows_end: int, features: Mapping, labels: Mapping,
+                     logits: Mapping) -> None:
+        if self.gate is not None and self.gate.due(rows_end):
+            self.gate.start_candidate(self._info.model, rows_end, self._info.example)
+
+    def on_train_end(self, metrics: Mapping) -> None:
+        if self.gate is not None and self.gate.evaluating:
+            self._log("the run ended before the last candidate's evaluation window filled; "
+                      "it was not published")
+            self.gate.discard()
