@@ -242,3 +242,28 @@ def test_regularised_model_round_trips_and_extracts(schema_stats, tmp_path, norm
         assert sub.count_params() == info.params, info.name
         if info.spec.kind == "level":
             np.testing.assert_allclose(sub(batch), want[info.name], rtol=1e-5, atol=1e-6)
+
+
+def test_batch_norm_statistics_are_synchronised_across_replicas(mirrored_strategy):
+    """Under MirroredStrategy the batch statistics are those of the global
+    batch (replicas see different halves), and every replica's copy of the
+    moving statistics holds the same value."""
+    with mirrored_strategy.scope():
+        layer = MNestedDense(units=(2, 3), normalization="batch")
+        layer.build((None, 4))
+    x = np.random.default_rng(0).normal(size=(8, 4)).astype("float32")
+    x[4:] += 5.0  # the second replica's half has another mean
+    ds = mirrored_strategy.experimental_distribute_dataset(
+        tf.data.Dataset.from_tensor_slices(x).batch(8))
+
+    @tf.function
+    def step(b):
+        return mirrored_strategy.run(lambda v: layer(v, training=True)[1], (b,))
+
+    for b in ds:
+        step(b)
+    h = x @ layer.kernel.numpy() + layer.bias.numpy()
+    moving_mean = layer.norm.level_statistics(1)[0]
+    copies = [v.numpy() for v in moving_mean.value.values]
+    for copy in copies:
+        np.testing.assert_allclose(copy, 0.01 * h.mean(0), rtol=1e-4, atol=1e-6)

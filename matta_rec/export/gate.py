@@ -51,7 +51,8 @@ import numpy as np
 
 from matta_rec.errors import ConfigError, MattaError
 from matta_rec.export.publish import existing_versions, publish_version
-from matta_rec.export.run_export import next_version, size_dir_name as _size_dir
+from matta_rec.export.run_export import next_version, servable_submodel
+from matta_rec.export.run_export import size_dir_name as _size_dir
 from matta_rec.export.savedmodel import SERVING_SIGNATURE, export_model
 from matta_rec.metrics import auroc
 from matta_rec.training.callbacks import TrainingCallback, TrainingInfo
@@ -202,7 +203,7 @@ class PublicationGate:
         shutil.rmtree(stage, ignore_errors=True)
         paths = {}
         for spec in self.sizes:
-            sub = model.extract(spec)
+            sub = servable_submodel(model, spec)
             paths[spec] = export_model(sub, self.schema,
                                        os.path.join(stage, _size_dir(spec), str(version)),
                                        warmup=example_rows, model_name=_size_dir(spec),

@@ -53,6 +53,19 @@ ALL_PARETO = "all-pareto"
 DEFAULT_SIZES = ("student", "ta")
 
 
+def servable_submodel(model, spec):
+    """The size ``spec`` of a nested model as a raw-features -> logit model.
+
+    The built-in model's ``extract`` gives that directly; a nestified user
+    model (:func:`matta_rec.nestify`) extracts the user's own graph (which
+    may end in a sigmoid and take preprocessed inputs), so its
+    ``serving_model`` wraps the extraction in the preprocessing and returns
+    the logit.
+    """
+    serving = getattr(model, "serving_model", None)
+    return serving(spec) if callable(serving) else model.extract(spec)
+
+
 def size_dir_name(spec_name: str) -> str:
     """Folder (and TF Serving model) name of a size: ``wnw:2@ta`` -> ``wnw-2-at-ta``."""
     # A block dropped from a mix spec ("-") must stay visible in the name.
@@ -456,7 +469,7 @@ def export_run(
     manifest = read_manifest(export_base)  # fail on a broken manifest before exporting
     rows = rows_to_arrays(run_rows(run, warmup_rows, data), run.schema)
     feeds = {k: tf.constant(v) for k, v in rows.items()}
-    subs = {s.name: run.model.extract(s.spec) for s in chosen}
+    subs = {s.name: servable_submodel(run.model, s.spec) for s in chosen}
     chosen, facts = _measure_holdout(run, chosen, subs, data, say)
     names = [size_dir_name(s.name) for s in chosen]
     version = _pick_version(export_base, names, version, overwrite)

@@ -267,10 +267,12 @@ class MNestedBatchNormalization(_NestedNorm):
             self._moving_means[level] = self.add_weight(
                 name="moving_mean" + suffix, shape=(d,),
                 initializer=self.moving_mean_initializer, trainable=False,
+                aggregation="mean",  # replicas hold the same (all-reduced) statistics
             )
             self._moving_variances[level] = self.add_weight(
                 name="moving_variance" + suffix, shape=(d,),
                 initializer=self.moving_variance_initializer, trainable=False,
+                aggregation="mean",
             )
 
     def level_statistics(self, level: int):
@@ -283,7 +285,7 @@ class MNestedBatchNormalization(_NestedNorm):
         moving_mean, moving_variance = self.level_statistics(level)
         if training and self.trainable:
             axes = list(range(len(x.shape) - 1))
-            mean, variance = ops.moments(x, axes=axes)
+            mean, variance = ops.moments(x, axes=axes, synchronized=True)
             moving_mean.assign(moving_mean * self.momentum + mean * (1.0 - self.momentum))
             moving_variance.assign(
                 moving_variance * self.momentum + variance * (1.0 - self.momentum)

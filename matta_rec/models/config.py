@@ -78,6 +78,17 @@ class ModelConfig:
             (``embedding_l2 * sum(row ** 2) / batch size``, categorical
             features; a row shared by the levels counts once), added to the
             training loss.  Default 0.
+        source: bring your own model instead of the built-in one: a
+            ``.keras`` file (loaded with its weights: a warm start) or a
+            ``package.module:function`` factory, M-nested into a TA by
+            :func:`matta_rec.nestify` with ``width_factors`` /
+            ``d_model_factors`` / ``levels`` / ``share_weights``.
+            ``null`` (default): the built-in model.
+        source_preprocessing: put the schema's preprocessing in front of a
+            ``source`` model (it then takes ids and normalised floats);
+            ``false`` when it takes the raw features itself.
+        extra_layers: TA-only residual blocks added to a ``source`` model
+            (after its last hidden Dense).
 
     Example:
 
@@ -113,6 +124,9 @@ class ModelConfig:
     cross_dropout: float = 0.0
     mlp_norm: str | None = None
     embedding_l2: float = 0.0
+    source: str | None = None
+    source_preprocessing: bool = True
+    extra_layers: int = 0
 
     def __post_init__(self) -> None:
         for name in ("levels", "mlp_units", "width_factors", "d_model_factors",
@@ -173,6 +187,13 @@ class ModelConfig:
                 fail(f"{name} must be a number in [0, 1), got {value!r}", name)
         if self.mlp_norm not in MLP_NORMS:
             fail(f"mlp_norm must be one of {list(MLP_NORMS)}, got {self.mlp_norm!r}", "mlp_norm")
+        if self.source is not None and (not isinstance(self.source, str) or not self.source):
+            fail(f"source must be a .keras path or package.module:function, got {self.source!r}",
+                 "source")
+        if isinstance(self.extra_layers, bool) or not isinstance(self.extra_layers, int) \
+                or self.extra_layers < 0:
+            fail(f"extra_layers must be an integer >= 0, got {self.extra_layers!r}",
+                 "extra_layers")
         if not _number(self.embedding_l2) or not self.embedding_l2 >= 0:
             fail(f"embedding_l2 must be a number >= 0, got {self.embedding_l2!r}",
                  "embedding_l2")

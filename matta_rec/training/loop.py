@@ -53,6 +53,7 @@ from matta_rec.errors import ConfigError, DataError, MattaError
 from matta_rec.data.holdout import HoldoutSplit, split_holdout
 from matta_rec.data.schema import Schema, load_schema
 from matta_rec.models import model_levels
+from matta_rec.optimizers.weight_decay import exclude_defaults
 from matta_rec.training.callbacks import CallbackList, TrainingCallback, TrainingInfo
 from matta_rec.training.config import RunConfig
 from matta_rec.training.distribute import is_chief, make_strategy, make_train_step, task_of
@@ -319,6 +320,8 @@ class _TrainingSession:
             raise error from exc
         with self.strategy.scope():
             self.model(example_tensors(self.example, self.schema), training=False)
+            # Decoupled weight decay skips embedding tables and biases (Shampoo too).
+            exclude_defaults(self.optimizer, self.trainer.trainable_variables)
             self.optimizer.build(self.trainer.trainable_variables)
 
     # ------------------------------------------------------------- restore

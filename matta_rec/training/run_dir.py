@@ -163,13 +163,6 @@ def build_model(model_config, schema: Schema, stats):
     return NestedRelevanceModel(schema, stats, model_config)
 
 
-def model_levels(model, model_config=None) -> tuple[str, ...]:
-    levels = getattr(model, "levels", None) or getattr(model_config, "levels", None)
-    if not levels:
-        raise ValueError("the model does not say its levels (no `levels` attribute)")
-    return tuple(levels)
-
-
 @dataclasses.dataclass
 class LoadedRun:
     """A run directory read back.
