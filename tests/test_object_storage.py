@@ -241,4 +241,9 @@ def test_train_run_from_s3(tmp_path, s3):
                      str(local / "schema.yaml"), str(tmp_path / "held"))
     assert held["rows_trained"] == 600 and held["train_shards"] == 3
     assert held["holdout"]["rows"] == 200
+    # evaluate --data s3://... names the shards the run trained on (URIs compared as URIs).
+    from matta_rec.cli.evaluate import overlap_warnings
+
+    lines = overlap_warnings(s3.uri("logs"), str(local / "schema.yaml"), [str(tmp_path / "held")])
+    assert len(lines) == 1 and "3 of the 4 shard(s)" in lines[0], lines
     assert held["holdout"]["shards"] == ["dt=2026-01-01/hour=03/part-0.parquet"]

@@ -79,6 +79,11 @@ def default_schema(data: str, schema: str | None) -> str:
     """``schema`` or ``DATA/schema.yaml``; a clear error when neither exists."""
     if schema:
         return schema
+    from matta_rec.data import filesystem as fs
+
+    if fs.is_uri(str(data)):
+        raise MattaError(f"no --schema given and --data {data} is on an object store; "
+                         "pass --schema FILE (a local file)")
     candidate = os.path.join(str(data), "schema.yaml")
     if os.path.isfile(candidate):
         return candidate
@@ -122,19 +127,28 @@ def trained_shards(run_dir: str) -> tuple[str | None, list[dict]] | None:
     return (root if isinstance(root, str) else None), out
 
 
+def _canonical(path: str) -> str:
+    """One spelling per shard: the real path on disk, the normalised URI on a store."""
+    from matta_rec.data import filesystem as fs
+
+    return fs.normalize(path) if fs.is_uri(path) else os.path.realpath(path)
+
+
 def _overlap(shards: list[str], paths: dict, root: str | None, trained: list[dict]) -> list[str]:
     """The evaluation shards (relative names) that are among ``trained``."""
-    if root is not None and os.path.isdir(root):
-        wanted = {os.path.realpath(os.path.join(root, *t["name"].split("/"))) for t in trained}
+    from matta_rec.data import filesystem as fs
+
+    if root is not None and fs.kind(root) == "dir":
+        wanted = {_canonical(fs.join(root, t["name"])) for t in trained}
         return [rel for rel in shards if paths[rel] in wanted]
     # The run's data root is unknown here: the same relative name (and size, when recorded).
     by_name = {t["name"]: t for t in trained}
     out = []
     for rel in shards:
-        parts = paths[rel].split(os.sep)
+        parts = paths[rel].replace(os.sep, "/").split("/")
         for k in range(1, len(parts)):
             match = by_name.get("/".join(parts[-k:]))
-            if match is not None and match["bytes"] in (None, os.path.getsize(paths[rel])):
+            if match is not None and match["bytes"] in (None, fs.file_size(paths[rel])):
                 out.append(rel)
                 break
     return out
@@ -157,11 +171,12 @@ def overlap_warnings(data: Any, schema: Any, run_dirs: Sequence[str]) -> list[st
         >>> overlap_warnings("logs", "logs/schema.yaml", ["runs/a"])  # doctest: +SKIP
         ['matta-rec evaluate: warning: 2 of the 4 shard(s) under --data were trained on by run runs/a ...']
     """
+    from matta_rec.data import filesystem as fs
     from matta_rec.data.reader import LogStream
 
     stream = LogStream(data, schema, batch_size=1)
     shards = stream.shards()
-    paths = {rel: os.path.realpath(os.path.join(stream.root, *rel.split("/"))) for rel in shards}
+    paths = {rel: _canonical(fs.join(stream.root, rel)) for rel in shards}
     lines, seen = [], set()
     for run_dir in run_dirs:
         if os.path.realpath(run_dir) in seen:

@@ -171,7 +171,7 @@ def _same(a: Any, b: Any) -> bool:
         return type(a) is type(b) and a == b
     try:
         return bool(a == b)
-    except Exception:  # e.g. arrays: compare what they print
+    except (ValueError, TypeError):  # e.g. arrays (ambiguous truth value): compare what they print
         return repr(a) == repr(b)
 
 
