@@ -130,7 +130,9 @@ def test_teacher_is_strong_but_imperfect():
     teacher_auc = roc_auc_score(click, cols["teacher_prob"])
     true_auc = roc_auc_score(click, truth["true_prob"])
     assert teacher_auc > 0.75
-    assert true_auc > teacher_auc + 0.01  # the truth knows more than the Teacher
+    # The truth knows more than the Teacher (the world's strong user x item
+    # interaction makes both very predictive, so the margin is small).
+    assert true_auc > teacher_auc + 0.005
     # A model of the features alone (segment x category click rate) is much weaker.
     key = np.char.add(cols["user_segment"].astype(str), cols["item_category"].astype(str))
     _, inverse = np.unique(key, return_inverse=True)
@@ -147,7 +149,9 @@ def test_popularity_and_position_bias_are_present():
     _, per_user = np.unique(cols["user_id"], return_counts=True)
     assert per_user.max() > 20 * np.median(per_user)  # power-law activity
     pos, click = cols["position"], cols["click"]
-    assert click[pos == 1].mean() > 1.2 * click[pos >= 5].mean()
+    # -0.45 log(position) on the logit; with the strong user x item term most
+    # rows are far from 0.5, so the click-rate ratio is smaller than exp(0.45 log 5).
+    assert click[pos == 1].mean() > 1.1 * click[pos >= 5].mean()
 
 
 def test_bad_arguments_are_clear_errors(tmp_path):
@@ -227,3 +231,63 @@ def test_default_population_sees_every_id_many_times():
     cols, _ = simulate(100_000, seed=0)
     _, per_user = np.unique(cols["user_id"], return_counts=True)
     assert np.median(per_user) >= 20 and per_user.max() > 20 * np.median(per_user)
+
+
+def test_a_draw_is_new_rows_of_the_same_world(tmp_path):
+    log, log_truth = simulate(3000, seed=5, **SMALL)
+    other, other_truth = simulate(3000, seed=5, draw=1, **SMALL)
+    again, _ = simulate(3000, seed=5, draw=1, **SMALL)
+    # Different rows (the random streams differ) ...
+    assert not np.array_equal(log["user_id"], other["user_id"])
+    np.testing.assert_array_equal(other["teacher_prob"], again["teacher_prob"])
+    # ... of the same world: an id keeps its attributes, the hours keep their counts.
+    for key, attr in (("user_id", "user_age"), ("item_id", "item_tags"), ("item_id", "item_category")):
+        first = dict(zip(log[key], log[attr]))
+        assert all(first[k] == v for k, v in zip(other[key], other[attr]) if k in first)
+    np.testing.assert_array_equal(np.bincount(log_truth["hour"]), np.bincount(other_truth["hour"]))
+    # The files equal the in-memory draw; draw 0 is the log itself.
+    generate_logs(tmp_path / "d1", 3000, seed=5, draw=1, **SMALL)
+    np.testing.assert_array_equal(_table(tmp_path / "d1").column("teacher_prob").to_numpy(),
+                                  other["teacher_prob"])
+    with pytest.raises(ConfigError, match="draw"):
+        generate_logs(tmp_path / "bad", 10, seed=0, draw=-1)
+
+
+def test_fixed_preset_is_train_valid_and_a_separate_test_draw(tmp_path):
+    from matta_rec.data.synthetic import FIXED_PRESET, generate_fixed_dataset
+
+    assert FIXED_PRESET == {"rows": 50_000, "test_rows": 50_000, "days": 4,
+                            "valid_fraction": 0.1, "max_passes": 30}
+    out = tmp_path / "fixed"
+    paths = generate_fixed_dataset(out, seed=0)
+    assert sorted(os.listdir(out)) == ["test", "train", "valid"] and paths["valid_shards"] == 10
+    train, valid, test = (_shards(out / name) for name in ("train", "valid", "test"))
+    assert len(train) == 86 and len(test) == 96
+    # valid/ is the last 10% of the training log's shards, in time order after train/.
+    assert valid == [f"dt=2024-01-04/hour={h}/part-0.parquet" for h in range(14, 24)]
+    assert max(train) < min(valid)
+    rows = {name: _table(out / name).num_rows for name in ("train", "valid", "test")}
+    assert rows["train"] + rows["valid"] == 50_000 and rows["test"] == 50_000
+    log, _ = simulate(50_000, seed=0)
+    both = pa.concat_tables([_table(out / "train"), _table(out / "valid")])
+    np.testing.assert_array_equal(both.column("teacher_prob").to_numpy(), log["teacher_prob"])
+    drawn, _ = simulate(50_000, seed=0, draw=1)
+    np.testing.assert_array_equal(_table(out / "test").column("teacher_prob").to_numpy(),
+                                  drawn["teacher_prob"])
+    for name in ("train", "valid", "test"):
+        assert Schema.from_yaml(out / name / "schema.yaml").to_dict() == \
+            Schema.from_yaml(out / "train" / "schema.yaml").to_dict()
+    with pytest.raises(ConfigError, match="not empty"):
+        generate_fixed_dataset(out, seed=0)
+
+
+def test_cli_preset_fixes_its_sizes(tmp_path, capsys):
+    out = tmp_path / "fixed"
+    assert main(["generate", "--out", str(out), "--preset", "fixed", "--rows", "500"]) == 2
+    err = capsys.readouterr().err
+    assert "--preset fixed fixes the sizes" in err and "leave out --rows" in err
+    assert not out.exists()
+    assert main(["generate", "--out", str(out), "--preset", "fixed", "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "train/, valid/ (the last 10 shards of the training log) and test/" in text
+    assert sorted(os.listdir(out)) == ["test", "train", "valid"]
