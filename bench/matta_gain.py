@@ -1,37 +1,62 @@
-"""MatTA gain: the MatTA Student vs the independently trained Student.
+"""MatTA gain: the TA-vs-Student gap of the data next to what MatTA makes of it.
 
-For every seed, trains the same Student size on the same log stream twice:
+Default (the calibrated sample): for every seed, trains on the same shards,
+under the same config (the demo's, ``matta_rec/cli/demo.yaml``, with clicks
+as the label and the last 10% of the shards held out, as the demo holds
+them out):
 
-* ``student`` mode: the Student alone on the Teacher's labels (the usual
-  production recipe);
-* ``matta`` mode: the Student nested in the TA, ``L_S + L_TA + w_D(t) L_D``;
+* ``student``: the Student alone;
+* ``ta``: the TA alone (same config, ``--mode ta``);
+* ``matta``: the Student nested in the TA, ``L_S + L_TA + w_D(t) L_D``;
 
-and compares the AucLoss (``1 - AUROC``) of their Student heads on the events
-of the held-out last shards (``data.holdout_fraction`` / ``holdout_shards`` of
-the config).  Prints a table, the mean relative change and its spread over
-seeds, and writes ``OUT/matta_gain.json``; ``--record FILE`` writes the
-"## MatTA gain" section of ``docs/benchmarks.md``.
+and compares the AucLoss (``1 - AUROC``) on the held-out click events.
+``gap = 1 - AucLoss_TA / AucLoss_Student`` (TA alone vs Student alone) says
+how much a bigger model can win on this data (the generator is calibrated
+so that it is 10-25% on ``sample_data/``, the range measured on public click
+data); ``MatTA change = (MatTA Student - Student alone) / Student alone``
+says how much of it MatTA hands to the Student (negative is a gain).
+
+``--preset fixed`` (the fixed-data preset, ``matta-rec generate --preset
+fixed``): today's recipe (the same config, no regularisation, no early
+stopping) is trained for ``FIXED_PRESET["max_passes"]`` passes over
+``train/``; after every pass each head is scored on ``valid/`` and
+``test/``; each head's best pass is chosen on ``valid/`` and its ``test/``
+AucLoss at that pass is reported (MatTA, and the Student alone as its twin).
+The recommended recipe (``RECOMMENDED_CONFIG``,
+``pipelines/configs/fixed-dataset.yaml``, early stopping on ``valid/``) is
+trained next to it when that file exists; otherwise the script says so and
+reports today's recipe only.
 
 Usage::
 
-    python bench/matta_gain.py --data sample_data --seeds 0 1 2
-    python bench/matta_gain.py --data sample_data --set optimizer.name=shampoo
+    python bench/matta_gain.py                      # sample_data/, seeds 0 1 2
+    python bench/matta_gain.py --preset fixed       # writes runs/fixed_data first
+    python bench/matta_gain.py --record docs/benchmarks.md
 
-When ``--data`` holds no shards, ``--generate ROWS`` writes synthetic logs
-there first (``matta_rec.data.synthetic.generate_logs``).
+``--record FILE`` replaces the table between the ``<!-- matta_gain:sample -->``
+(or ``<!-- matta_gain:fixed -->``) begin / end markers of FILE; the prose
+around it is kept.  Results also go to ``OUT/matta_gain.json``.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import platform
+import shutil
 import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEMO_CONFIG = os.path.join(ROOT, "matta_rec", "cli", "demo.yaml")
+#: The recommended recipe for fixed data sets, compared with today's recipe
+#: by ``--preset fixed`` when it exists.
+RECOMMENDED_CONFIG = os.path.join(ROOT, "pipelines", "configs", "fixed-dataset.yaml")
+#: Overrides of the sample comparison: clicks as the label, the demo's hold-out.
+SAMPLE_OVERRIDES = {"loss.label": "event", "data.holdout_fraction": 0.1,
+                    "data.holdout_shards": 0}
+QUIET = {"metrics.progress": False, "metrics.tensorboard": False}
 
 
 def _parse_set(items):
@@ -44,193 +69,328 @@ def _parse_set(items):
     return out
 
 
-def _one(config_path, data, schema, out_dir, mode, seed, overrides):
+def _mean_sd(values):
+    import numpy as np
+
+    values = np.asarray([v for v in values if v is not None], float)
+    if not len(values):
+        return None, None
+    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
+
+
+def _pct(x, sign=True):
+    return "-" if x is None else (f"{100 * x:+.2f}%" if sign else f"{100 * x:.2f}%")
+
+
+def _f(x):
+    return "-" if x is None else f"{x:.4f}"
+
+
+# ------------------------------------------------------------------ sample
+def _train_sample(config, data, schema, out_dir, mode, seed, overrides):
     import keras
 
     from matta_rec.training import train_run
 
     keras.backend.clear_session()
-    run_overrides = dict(overrides, mode=mode, seed=seed)
-    run_overrides.setdefault("metrics.progress", False)
-    run_overrides.setdefault("metrics.tensorboard", False)
+    run = dict(SAMPLE_OVERRIDES, **QUIET)
+    run.update(overrides, mode=mode, seed=seed)
     t0 = time.time()
-    metrics = train_run(config_path, data, schema, out_dir, overrides=run_overrides)
+    metrics = train_run(config, data, schema, out_dir, overrides=run)
     hold = metrics["holdout"]
     if "event" not in hold:
-        raise SystemExit("the config holds no shards out (set data.holdout_fraction) or the "
-                         "schema has no labels.event column: nothing to evaluate")
-    return {
-        "mode": mode,
-        "seed": seed,
-        "student_auc_loss_event": hold["event"]["student"]["auc_loss"],
-        "student_auc_loss_target": hold["target"]["student"]["auc_loss"],
-        "student_logloss_event": hold["event"]["student"]["logloss"],
-        "ta_auc_loss_event": hold["event"].get("ta", {}).get("auc_loss"),
-        "teacher_auc_loss_event": hold["teacher_vs_event"]["auc_loss"],
-        "holdout_rows": hold["rows"],
-        "rows_trained": metrics["rows_trained"],
-        "rows_per_s": metrics["rows_per_s"],
-        "wall_s": time.time() - t0,
-    }
+        raise SystemExit("nothing held out (data.holdout_fraction) or no labels.event column in "
+                         "the schema: nothing to evaluate")
+    return {"mode": mode, "seed": seed,
+            "auc_loss": {level: m["auc_loss"] for level, m in hold["event"].items()},
+            "teacher_auc_loss": hold["teacher_vs_event"]["auc_loss"],
+            "holdout_rows": hold["rows"], "rows_trained": metrics["rows_trained"],
+            "rows_per_s": metrics["rows_per_s"], "wall_s": time.time() - t0}
 
 
-def _mean_std(values):
-    import numpy as np
+def summarise_sample(results, seeds):
+    """Per seed: Student alone, TA alone, their gap, the MatTA heads and the MatTA change."""
+    def get(seed, mode, level):
+        run = next((r for r in results if r["seed"] == seed and r["mode"] == mode), None)
+        return None if run is None else run["auc_loss"].get(level)
 
-    values = np.asarray(values, float)
-    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
-
-
-def summarise(results, seeds, arm="matta"):
     rows = []
-    rel = []
     for seed in seeds:
-        s = next(r for r in results if r["seed"] == seed and r["mode"] == "student")
-        m = next(r for r in results if r["seed"] == seed and r["mode"] == arm)
-        change = (m["student_auc_loss_event"] - s["student_auc_loss_event"]) / s["student_auc_loss_event"]
-        rel.append(change)
-        rows.append((seed, s["student_auc_loss_event"], m["student_auc_loss_event"],
-                     m["ta_auc_loss_event"], change))
-    mean, std = _mean_std(rel)
-    s_mean, _ = _mean_std([r[1] for r in rows])
-    m_mean, _ = _mean_std([r[2] for r in rows])
-    return {
-        "per_seed": [
-            {"seed": seed, "student_mode": a, "matta_student": b, "matta_ta": c, "relative_change": d}
-            for seed, a, b, c, d in rows
-        ],
-        "student_mode_mean": s_mean,
-        "matta_student_mean": m_mean,
-        "relative_change_mean": mean,
-        "relative_change_std": std,
-        "relative_change_of_means": (m_mean - s_mean) / s_mean,
-        "teacher_auc_loss_event": results[0]["teacher_auc_loss_event"],
-    }
+        s, ta = get(seed, "student", "student"), get(seed, "ta", "ta")
+        ms, mta = get(seed, "matta", "student"), get(seed, "matta", "ta")
+        rows.append({"seed": seed, "student": s, "ta": ta, "matta_student": ms, "matta_ta": mta,
+                     "gap": None if s is None or ta is None else 1 - ta / s,
+                     "matta_change": None if s is None or ms is None else (ms - s) / s})
+    out = {"per_seed": rows}
+    for key in ("student", "ta", "matta_student", "matta_ta", "gap", "matta_change"):
+        out[key + "_mean"], out[key + "_sd"] = _mean_sd(r[key] for r in rows)
+    out["teacher_auc_loss"] = results[0]["teacher_auc_loss"]
+    return out
 
 
-def table(summary) -> str:
-    lines = ["| seed | Student alone | MatTA Student | MatTA TA | relative change |",
-             "|---:|---:|---:|---:|---:|"]
+def sample_table(summary) -> str:
+    lines = ["| seed | Student alone | TA alone | TA-vs-Student gap | MatTA Student | MatTA TA | "
+             "MatTA Student vs alone |", "|---:|---:|---:|---:|---:|---:|---:|"]
     for r in summary["per_seed"]:
-        ta = "-" if r["matta_ta"] is None else f"{r['matta_ta']:.4f}"
-        lines.append(f"| {r['seed']} | {r['student_mode']:.4f} | {r['matta_student']:.4f} | {ta} | "
-                     f"{100 * r['relative_change']:+.2f}% |")
-    lines.append(f"| mean | {summary['student_mode_mean']:.4f} | {summary['matta_student_mean']:.4f} | | "
-                 f"{100 * summary['relative_change_mean']:+.2f}% "
-                 f"(sd {100 * summary['relative_change_std']:.2f}%) |")
+        lines.append(f"| {r['seed']} | {_f(r['student'])} | {_f(r['ta'])} | "
+                     f"{_pct(r['gap'], False)} | {_f(r['matta_student'])} | {_f(r['matta_ta'])} | "
+                     f"{_pct(r['matta_change'])} |")
+    s = summary
+    lines.append(f"| mean (sd) | {_f(s['student_mean'])} | {_f(s['ta_mean'])} | "
+                 f"{_pct(s['gap_mean'], False)} ({_pct(s['gap_sd'], False)}) | "
+                 f"{_f(s['matta_student_mean'])} | {_f(s['matta_ta_mean'])} | "
+                 f"{_pct(s['matta_change_mean'])} ({_pct(s['matta_change_sd'], False)}) |")
     return "\n".join(lines)
 
 
-def record(path, text):
-    """Replace (or append) the '## MatTA gain' section of ``path``."""
-    head = "## MatTA gain"
-    old = ""
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as handle:
-            old = handle.read()
-    else:
-        old = "# Benchmarks\n"
-    if head in old:
-        start = old.index(head)
-        nxt = old.find("\n## ", start + len(head))
-        new = old[:start] + text.rstrip() + "\n" + (old[nxt:] if nxt != -1 else "")
-    else:
-        new = old.rstrip() + "\n\n" + text.rstrip() + "\n"
-    with open(path, "w", encoding="utf-8") as handle:
-        handle.write(new)
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default=os.path.join(ROOT, "sample_data"),
-                        help="log shards (default sample_data/)")
-    parser.add_argument("--schema", default=None, help="schema YAML (default DATA/schema.yaml)")
-    parser.add_argument("--config", default=os.path.join(ROOT, "pipelines", "configs", "sample.yaml"),
-                        help="run config shared by both modes")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
-                        help="model seeds (>= 3 for the reported figure)")
-    parser.add_argument("--modes", nargs="+", default=["student", "matta"],
-                        help="modes to train per seed; 'student' is the baseline every other "
-                             "mode is compared with (e.g. add matta_no_sharing)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="config override applied to both modes (repeatable)")
-    parser.add_argument("--out", default=os.path.join(ROOT, "runs", "bench_matta_gain"),
-                        help="directory for the runs and matta_gain.json")
-    parser.add_argument("--generate", type=int, default=None, metavar="ROWS",
-                        help="write synthetic logs to --data first when it holds no shards")
-    parser.add_argument("--record", default=None, metavar="FILE",
-                        help="write the '## MatTA gain' section of this markdown file")
-    args = parser.parse_args(argv)
-
-    import shutil
-
-    from matta_rec.data.reader import LogStream
-
+def run_sample(args, overrides):
     schema = args.schema or os.path.join(args.data, "schema.yaml")
     if args.generate and not os.path.exists(schema):
         from matta_rec.data.synthetic import generate_logs
 
         generate_logs(args.data, rows=args.generate, seed=0)
-    shards = LogStream(args.data, schema, batch_size=1).shards()
+    results = []
+    for seed in args.seeds:
+        for mode in args.modes:
+            res = _train_sample(args.config, args.data, schema,
+                                os.path.join(args.out, f"{mode}-seed{seed}"), mode, seed, overrides)
+            results.append(res)
+            heads = "  ".join(f"{k} {v:.4f}" for k, v in res["auc_loss"].items())
+            print(f"seed {seed} {mode:8s} AucLoss on held-out clicks: {heads}  "
+                  f"({res['rows_trained']} rows, {res['rows_per_s']:.0f} rows/s)", flush=True)
+    summary = summarise_sample(results, args.seeds)
+    summary.update(runs=results, holdout_rows=results[0]["holdout_rows"],
+                   rows_trained=results[0]["rows_trained"])
+    text = sample_table(summary)
+    print("\n" + text)
+    print(f"\nTA alone vs Student alone (gap): {_pct(summary['gap_mean'], False)} mean over "
+          f"{len(args.seeds)} seeds; MatTA Student vs Student alone: "
+          f"{_pct(summary['matta_change_mean'])} (sd {_pct(summary['matta_change_sd'], False)}); "
+          f"Teacher AucLoss {summary['teacher_auc_loss']:.4f}; "
+          f"{summary['holdout_rows']:,} held-out rows")
+    footer = (f"Mean over seeds {' '.join(map(str, args.seeds))}; Teacher (`teacher_prob`) on the "
+              f"same clicks: AucLoss {summary['teacher_auc_loss']:.4f}; "
+              f"{summary['rows_trained']:,} rows trained, {summary['holdout_rows']:,} held out.")
+    return summary, text + "\n\n" + footer
+
+
+# ------------------------------------------------------------------ fixed preset
+def _pass_evaluator(valid_dir, test_dir, schema):
+    """A training callback scoring every head on valid/ and test/ after each pass."""
+    from matta_rec.data.reader import LogStream
+    from matta_rec.training.callbacks import TrainingCallback
+    from matta_rec.training.online import evaluate_holdout
+
+    class PassScores(TrainingCallback):
+        def __init__(self):
+            self.passes = []
+
+        def on_train_begin(self, info):
+            self.model, self.levels = info.model, info.levels
+            self.pass_rows = info.planned_rows // info.config.epochs
+
+        def on_batch_end(self, rows_end, features, labels, logits):
+            if rows_end // self.pass_rows <= len(self.passes):
+                return
+            scores = {"pass": len(self.passes) + 1}
+            for name, folder in (("valid", valid_dir), ("test", test_dir)):
+                stream = LogStream(folder, schema, batch_size=2048, root=folder)
+                scores[name] = {level: m["auc_loss"] for level, m in
+                                evaluate_holdout(self.model, stream, self.levels)["event"].items()}
+            self.passes.append(scores)
+
+    return PassScores()
+
+
+def _best(passes, level):
+    best = min(passes, key=lambda p: p["valid"][level])
+    return {"pass": best["pass"], "valid": best["valid"][level], "test": best["test"][level]}
+
+
+def _today(config, paths, schema, out_dir, mode, seed, overrides, max_passes):
+    """Today's recipe for ``max_passes`` passes; each head's best pass chosen on valid/."""
+    import keras
+
+    from matta_rec.training import train_run
+
+    keras.backend.clear_session()
+    scores = _pass_evaluator(paths["valid"], paths["test"], schema)
+    run = dict(QUIET, **{"loss.label": "event", "data.holdout_fraction": None,
+                         "data.holdout_shards": 0, "epochs": max_passes,
+                         "checkpoint.every_rows": 10 ** 9})
+    run.update(overrides, mode=mode, seed=seed)
+    train_run(config, paths["train"], schema, out_dir, overrides=run, callbacks=[scores])
+    levels = list(scores.passes[0]["valid"])
+    return {"mode": mode, "seed": seed, "passes": scores.passes,
+            "best": {level: _best(scores.passes, level) for level in levels}}
+
+
+def _recommended(paths, schema, out_dir, mode, seed, overrides):
+    """The recommended recipe (RECOMMENDED_CONFIG, validating on valid/); test AucLoss per head.
+
+    The hook for the fixed-data recipe: trains with ``data.valid`` set to
+    the preset's valid/ folder (early stopping restores the best weights) and
+    scores the final model on test/.
+    """
+    import keras
+
+    from matta_rec.data.reader import LogStream
+    from matta_rec.training import load_run, train_run
+    from matta_rec.training.online import evaluate_holdout
+
+    keras.backend.clear_session()
+    run = dict(QUIET, **{"loss.label": "event", "data.valid": paths["valid"]})
+    run.update(overrides, mode=mode, seed=seed)
+    metrics = train_run(RECOMMENDED_CONFIG, paths["train"], schema, out_dir, overrides=run)
+    loaded = load_run(out_dir)
+    levels = list(metrics.get("levels") or loaded.model.levels)
+    stream = LogStream(paths["test"], schema, batch_size=2048, root=paths["test"])
+    test = evaluate_holdout(loaded.model, stream, levels)["event"]
+    return {"mode": mode, "seed": seed, "test": {k: v["auc_loss"] for k, v in test.items()},
+            "metrics_valid": metrics.get("valid")}
+
+
+def fixed_table(today, recommended, seeds) -> str:
+    def pick(runs, seed, mode):
+        return next((r for r in runs if r["seed"] == seed and r["mode"] == mode), None)
+
+    lines = ["| seed | today: MatTA Student (best pass) | today: MatTA TA (best pass) | "
+             "today: Student alone (best pass) | recommended: MatTA Student | recommended: "
+             "Student alone | recommended vs today's MatTA Student |",
+             "|---:|---:|---:|---:|---:|---:|---:|"]
+    changes = []
+    for seed in seeds:
+        m, s = pick(today, seed, "matta"), pick(today, seed, "student")
+        rm, rs = pick(recommended, seed, "matta"), pick(recommended, seed, "student")
+        cell = lambda b: "-" if b is None else f"{b['test']:.4f} ({b['pass']})"  # noqa: E731
+        ms = m["best"]["student"] if m else None
+        change = None
+        if rm and ms:
+            change = (rm["test"]["student"] - ms["test"]) / ms["test"]
+            changes.append(change)
+        lines.append(f"| {seed} | {cell(ms)} | {cell(m['best'].get('ta') if m else None)} | "
+                     f"{cell(s['best']['student'] if s else None)} | "
+                     f"{_f(rm['test']['student'] if rm else None)} | "
+                     f"{_f(rs['test']['student'] if rs else None)} | {_pct(change)} |")
+    mean, sd = _mean_sd(changes)
+    if mean is not None:
+        lines.append(f"| mean (sd) | | | | | | {_pct(mean)} ({_pct(sd, False)}) |")
+    return "\n".join(lines)
+
+
+def _overfit_lines(today):
+    """Say, per MatTA run, where each head peaked and whether the TA ended worse."""
+    out = []
+    for run in (r for r in today if r["mode"] == "matta"):
+        last = run["passes"][-1]["valid"]
+        best = run["best"]
+        verdict = ("the TA overfits: its last-pass valid AucLoss is above the Student's"
+                   if last.get("ta", 0) > last["student"] else "the TA stays below the Student")
+        out.append(f"seed {run['seed']}: Student best at pass {best['student']['pass']}, TA at "
+                   f"pass {best['ta']['pass']}; after pass {len(run['passes'])} valid AucLoss "
+                   f"TA {last['ta']:.4f} vs Student {last['student']:.4f}: {verdict}")
+    return out
+
+
+def run_fixed(args, overrides):
+    from matta_rec.data.synthetic import FIXED_PRESET, generate_fixed_dataset
+
+    paths = {name: os.path.join(args.data, name) for name in ("train", "valid", "test")}
+    if not all(os.path.isfile(os.path.join(p, "schema.yaml")) for p in paths.values()):
+        print(f"writing the fixed-data preset to {args.data}", flush=True)
+        generate_fixed_dataset(args.data, 0, overwrite=True)
+    schema = os.path.join(paths["train"], "schema.yaml")
+    max_passes = args.max_passes or FIXED_PRESET["max_passes"]
+    have_recipe = os.path.isfile(RECOMMENDED_CONFIG)
+    if not have_recipe:
+        print(f"{os.path.relpath(RECOMMENDED_CONFIG, ROOT)} not found: reporting today's recipe "
+              f"only (the recommended recipe is compared once that file exists)", flush=True)
+    today, recommended = [], []
+    for seed in args.seeds:
+        for mode in ("matta", "student"):
+            res = _today(args.config, paths, schema, os.path.join(args.out, f"today-{mode}-{seed}"),
+                         mode, seed, overrides, max_passes)
+            today.append(res)
+            print(f"seed {seed} today's {mode:7s}: " + "  ".join(
+                f"{lvl} best pass {b['pass']} (valid {b['valid']:.4f}, test {b['test']:.4f})"
+                for lvl, b in res["best"].items()), flush=True)
+            if have_recipe:
+                rec = _recommended(paths, schema, os.path.join(args.out, f"rec-{mode}-{seed}"),
+                                   mode, seed, overrides)
+                recommended.append(rec)
+                print(f"seed {seed} recommended {mode:7s}: test " + "  ".join(
+                    f"{lvl} {v:.4f}" for lvl, v in rec["test"].items()), flush=True)
+    text = fixed_table(today, recommended, args.seeds)
+    notes = _overfit_lines(today)
+    print("\n" + text + "\n\n" + "\n".join(notes))
+    footer = (f"Test AucLoss on `test/` (a separate 50,000-row draw); in brackets the pass "
+              f"(of {max_passes}) chosen on `valid/` for that head. "
+              + ("" if have_recipe else "The recommended recipe "
+                 f"(`{os.path.relpath(RECOMMENDED_CONFIG, ROOT)}`) did not exist when this ran.")
+              + "\n\n" + "\n".join(f"* {line}" for line in notes))
+    return {"today": today, "recommended": recommended, "max_passes": max_passes,
+            "recommended_config": RECOMMENDED_CONFIG if have_recipe else None}, \
+        text + "\n\n" + footer
+
+
+# ------------------------------------------------------------------ record / main
+def record(path, marker, text):
+    """Replace the text between ``<!-- MARKER:begin -->`` and ``<!-- MARKER:end -->`` of ``path``."""
+    begin, end = f"<!-- {marker}:begin -->", f"<!-- {marker}:end -->"
+    with open(path, encoding="utf-8") as handle:
+        old = handle.read()
+    if begin not in old or end not in old:
+        raise SystemExit(f"{path} has no {begin} ... {end} block to replace")
+    head, rest = old.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(head + begin + "\n" + text.rstrip() + "\n" + end + tail)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=("sample", "fixed"), default="sample",
+                        help="sample (default): the TA gap and MatTA on --data; fixed: the "
+                             "fixed-data preset, today's recipe over passes vs the recommended one")
+    parser.add_argument("--data", default=None,
+                        help="log shards (default sample_data/; with --preset fixed "
+                             "runs/fixed_data, written first when missing)")
+    parser.add_argument("--schema", default=None, help="schema YAML (default DATA/schema.yaml)")
+    parser.add_argument("--config", default=DEMO_CONFIG,
+                        help="run config of every arm (default: the demo's, matta_rec/cli/demo.yaml)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                        help="model seeds (>= 3 for the reported figure)")
+    parser.add_argument("--modes", nargs="+", default=["student", "ta", "matta"],
+                        help="modes trained per seed on the sample (default student ta matta)")
+    parser.add_argument("--max-passes", type=int, default=None,
+                        help="--preset fixed: passes of today's recipe (default the preset's 30)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override applied to every arm (repeatable)")
+    parser.add_argument("--out", default=None,
+                        help="runs and matta_gain.json (default runs/bench_matta_gain[_fixed])")
+    parser.add_argument("--generate", type=int, default=None, metavar="ROWS",
+                        help="write synthetic logs to --data first when it holds no shards")
+    parser.add_argument("--record", default=None, metavar="FILE",
+                        help="replace the matta_gain:<preset> block of this markdown file")
+    args = parser.parse_args(argv)
+    fixed = args.preset == "fixed"
+    args.data = args.data or os.path.join(ROOT, "runs", "fixed_data" if fixed else "sample_data")
+    if not fixed and args.data == os.path.join(ROOT, "runs", "sample_data"):
+        args.data = os.path.join(ROOT, "sample_data")
+    args.out = args.out or os.path.join(ROOT, "runs", "bench_matta_gain" + ("_fixed" if fixed else ""))
     overrides = _parse_set(args.overrides)
     if os.path.exists(args.out):
         shutil.rmtree(args.out)
     os.makedirs(args.out)
-    results = []
-    for seed in args.seeds:
-        for mode in args.modes:
-            res = _one(args.config, args.data, schema, os.path.join(args.out, f"{mode}-seed{seed}"),
-                       mode, seed, overrides)
-            results.append(res)
-            print(f"seed {seed} {mode:8s} Student AucLoss (held-out events) "
-                  f"{res['student_auc_loss_event']:.5f}  ({res['rows_trained']} rows, "
-                  f"{res['rows_per_s']:.0f} rows/s)", flush=True)
-    if "student" not in args.modes or len(args.modes) < 2:
-        raise SystemExit("--modes needs 'student' (the baseline) and at least one other mode")
-    arms = [m for m in args.modes if m != "student"]
-    summary = summarise(results, args.seeds, arms[0])
-    summary["arm"] = arms[0]
-    summary["other_arms"] = {m: summarise(results, args.seeds, m) for m in arms[1:]}
-    summary.update({
-        "data": os.path.relpath(os.path.abspath(args.data), ROOT),
-        "shards": len(shards),
-        "config": os.path.relpath(os.path.abspath(args.config), ROOT),
-        "overrides": overrides,
-        "rows_trained": results[0]["rows_trained"],
-        "holdout_rows": results[0]["holdout_rows"],
-        "runs": results,
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-    })
+    summary, text = (run_fixed if fixed else run_sample)(args, overrides)
+    summary.update(preset=args.preset, data=os.path.relpath(os.path.abspath(args.data), ROOT),
+                   config=os.path.relpath(os.path.abspath(args.config), ROOT), seeds=args.seeds,
+                   overrides=overrides, machine=f"{platform.machine()}, {os.cpu_count()} CPUs")
     with open(os.path.join(args.out, "matta_gain.json"), "w") as handle:
         json.dump(summary, handle, indent=2)
-    print()
-    print(table(summary))
-    for name, other in summary["other_arms"].items():
-        print(f"\n{name}:\n" + table(other))
-    print(f"\nMatTA Student vs Student alone, AucLoss on held-out events: "
-          f"{100 * summary['relative_change_mean']:+.2f}% mean over {len(args.seeds)} seeds "
-          f"(sd {100 * summary['relative_change_std']:.2f}%); Teacher AucLoss "
-          f"{summary['teacher_auc_loss_event']:.4f}")
     if args.record:
-        text = "\n".join([
-            "## MatTA gain",
-            "",
-            f"`python bench/matta_gain.py --seeds {' '.join(map(str, args.seeds))}"
-            + "".join(f" --set {k}={v}" for k, v in overrides.items()) + "`"
-            f" on `{summary['data']}` ({summary['shards']} shards, {summary['rows_trained']} "
-            f"rows trained, {summary['holdout_rows']} held-out rows), config `{summary['config']}`, "
-            f"{summary['machine']}, {summary['date']}.",
-            "AucLoss = 1 - AUROC of the Student head on the click events of the held-out "
-            "last shards (lower is better); relative change = (MatTA - alone) / alone.",
-            "",
-            table(summary),
-            "",
-            f"Teacher (the label source) on the same events: AucLoss "
-            f"{summary['teacher_auc_loss_event']:.4f}.",
-        ])
-        record(args.record, text)
+        record(args.record, f"matta_gain:{args.preset}", text)
     return 0
 
 
