@@ -180,3 +180,15 @@ def test_overwrite_swaps_atomically_on_linux(tmp_path, monkeypatch):
     publish_version(target, _write_files, overwrite=True)
     assert sorted(os.listdir(target)) == ["saved_model.pb", "variables"]
     assert os.listdir(os.path.dirname(target)) == ["2"]
+
+
+def test_export_bases_and_run_directories_must_be_local():
+    from matta_rec.errors import ConfigError
+    from matta_rec.export.publish import local_export_base
+    from matta_rec.training.run_dir import RunPaths
+
+    with pytest.raises(ExportError, match="local"):
+        local_export_base("s3://bucket/exports")
+    assert local_export_base("exports") == os.path.abspath("exports")
+    with pytest.raises(ConfigError, match="--out"):
+        RunPaths("gs://bucket/runs/r1")

@@ -16,9 +16,15 @@ KEY=VALUE overrides one key (dotted path, YAML value), e.g.
   --set mode=student --set loss.ramp.delay_steps=500 --set optimizer.name=shampoo
 
 The run directory gets config.yaml, schema.yaml, preprocessing.json,
-checkpoints/, tensorboard/, progress.json, metrics.json and model.keras.
+holdout.json, checkpoints/, tensorboard/, progress.json, metrics.json and
+model.keras (with --publish also publications.jsonl and candidates/).
 After a crash, run the same command with --resume: training continues from
 the last checkpoint without skipping or repeating a row.
+
+Single-pass streaming logs: pipelines/configs/sample.yaml.  Fixed data sets
+trained for several passes: pipelines/configs/fixed-dataset.yaml with
+--valid DIR (a validation split outside --data): early stopping on the
+Student's validation AucLoss restores the best weights.
 
 config keys (KEY = default, as written in YAML and --set):
 """
@@ -64,6 +70,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="feature schema YAML (default with --resume: the run's schema.yaml)")
     parser.add_argument("--out", required=True, metavar="RUN_DIR",
                         help="run directory (created; must not hold a run unless --resume)")
+    parser.add_argument("--valid", default=None, metavar="DIR",
+                        help="validation shards (directory, glob or URI, outside --data): "
+                             "scored every epoch (or validation.every_rows rows) for early "
+                             "stopping and the best weights; shortcut for --set data.valid=DIR")
     parser.add_argument("--config", default=None, metavar="YAML",
                         help="run config YAML (default: built-in defaults); with --resume "
                              "compared with RUN_DIR/config.yaml under the resume policy")
@@ -90,11 +100,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: publish.sizes = student); the first one gates")
 
 
-def run(args: argparse.Namespace) -> int:
-    import json
+def overrides_of(args: argparse.Namespace) -> dict:
+    """The ``--set`` overrides with the shortcut options applied.
 
-    from matta_rec.training.config import RunConfig
+    Args:
+        args: parsed ``matta-rec train`` arguments.
 
+    Returns:
+        ``{dotted key: value}``: every ``--set KEY=VALUE``, then ``--mode``,
+        ``--strategy``, ``--follow``, ``--publish``, ``--sizes`` and
+        ``--valid`` as their keys (a shortcut wins over a ``--set`` of the
+        same key).
+
+    Example:
+        >>> from matta_rec.cli.main import build_parser
+        >>> args = build_parser(load="train").parse_args(
+        ...     ["train", "--data", "d", "--out", "o", "--valid", "v/"])
+        >>> overrides_of(args)
+        {'data.valid': 'v/'}
+    """
     overrides = dict(args.overrides)
     if args.mode:
         overrides["mode"] = args.mode
@@ -106,6 +130,17 @@ def run(args: argparse.Namespace) -> int:
         overrides["publish.export_base"] = args.publish
     if args.sizes:
         overrides["publish.sizes"] = [s.strip() for s in args.sizes.split(",") if s.strip()]
+    if args.valid:
+        overrides["data.valid"] = args.valid
+    return overrides
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    from matta_rec.training.config import RunConfig
+
+    overrides = overrides_of(args)
     if not args.resume:
         if args.schema is None:
             from matta_rec.errors import ConfigError

@@ -50,7 +50,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from matta_rec.errors import ConfigError, MattaError
-from matta_rec.export.publish import existing_versions, publish_version
+from matta_rec.export.publish import existing_versions, local_export_base, publish_version
 from matta_rec.export.run_export import next_version, servable_submodel
 from matta_rec.export.run_export import size_dir_name as _size_dir
 from matta_rec.export.savedmodel import SERVING_SIGNATURE, export_model
@@ -130,7 +130,7 @@ class PublicationGate:
                               key="publish.sizes")
         if label not in ("event", "target"):
             raise ConfigError(f"the gate's label must be 'event' or 'target', got {label!r}")
-        self.export_base = os.path.abspath(os.fspath(export_base))
+        self.export_base = local_export_base(export_base)
         self.staging_dir = os.path.abspath(os.fspath(staging_dir))
         if os.path.commonpath([self.export_base, self.staging_dir]) == self.export_base:
             raise ConfigError(

@@ -18,7 +18,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any, Mapping
 
 import numpy as np
@@ -79,6 +78,7 @@ def locate_holdout(run, data=None, *, allow_data: bool = False) -> HoldoutFiles 
     Returns:
         A :class:`HoldoutFiles`, or ``None``.
     """
+    from matta_rec.data import filesystem as fs
     from matta_rec.data.reader import LogStream
 
     holdout = (run.metrics or {}).get("holdout") or {}
@@ -87,8 +87,8 @@ def locate_holdout(run, data=None, *, allow_data: bool = False) -> HoldoutFiles 
     if data is not None:
         roots.append(LogStream(data, run.schema, batch_size=1).root)
     for root in roots if recorded else []:
-        files = [os.path.join(root, *rel.split("/")) for rel in recorded]
-        if all(os.path.isfile(f) for f in files):
+        files = [fs.join(root, rel) for rel in recorded]
+        if all(fs.kind(f) == "file" for f in files):
             return HoldoutFiles(files, f"the run's {len(files)} held-out shard(s) under {root}")
     if data is not None and allow_data:
         return HoldoutFiles(data, f"--data {data}")

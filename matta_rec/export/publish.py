@@ -27,6 +27,22 @@ class ExportError(MattaError):
     """An export cannot be written (existing version, bad model, bad target)."""
 
 
+def local_export_base(export_base) -> str:
+    """``export_base`` as an absolute local path; a URI is refused.
+
+    Publication is atomic through a rename on one local file system, which
+    object stores do not offer; TF Serving can watch a local (or mounted)
+    folder.
+    """
+    from matta_rec.data.filesystem import is_uri
+
+    path = os.fspath(export_base)
+    if is_uri(path):
+        raise ExportError(f"the export base {path} is a URI; exports are published to a local "
+                          "(or mounted) folder that TF Serving watches: pass a local path")
+    return os.path.abspath(path)
+
+
 def parse_version(version_dir: str) -> int:
     """The integer version of ``EXPORT_BASE/<model>/<version>``."""
     name = os.path.basename(os.path.normpath(version_dir))

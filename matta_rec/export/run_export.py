@@ -40,7 +40,7 @@ import numpy as np
 from matta_rec.errors import MattaError
 from matta_rec.export.holdout import NEEDS_HOLDOUT, holdout_auc_losses, locate_holdout
 from matta_rec.export.latency import measure_latency
-from matta_rec.export.publish import ExportError, existing_versions
+from matta_rec.export.publish import ExportError, existing_versions, local_export_base
 from matta_rec.export.savedmodel import export_model
 from matta_rec.export.warmup import rows_to_arrays
 from matta_rec.utils.files import write_file_atomic
@@ -462,7 +462,7 @@ def export_run(
 
     say = log or (lambda message: None)
     run_dir = os.path.abspath(os.fspath(run_dir))
-    export_base = os.path.abspath(os.fspath(export_base))
+    export_base = local_export_base(export_base)
     _check_version(version)
     run = load_run(run_dir)
     chosen = resolve_sizes(run.model, sizes)

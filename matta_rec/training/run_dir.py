@@ -5,12 +5,15 @@ Layout (``RUN_DIR``)::
     config.yaml          the RunConfig the run used (after --set overrides)
     schema.yaml          the feature schema
     preprocessing.json   FeatureStats fitted on the stream's first window
+    holdout.json         the hold-out shards, fixed when the run started
     checkpoints/         ckpt-<rows_end>.* (model + optimizer + metrics + rows_end)
                          and state-<rows_end>.json (stream position, online curve)
     tensorboard/         TensorBoard event files (train/)
     progress.json        heartbeat of the running process (rows trained so far)
     metrics.json         online curve, final metrics, hold-out evaluation
     model.keras          the final nested model (all levels)
+    publications.jsonl   with --publish: one decision of the publication gate a line
+    candidates/          with --publish: candidate exports awaiting their decision
 
 Example:
 
@@ -52,7 +55,14 @@ class RunPaths:
     """
 
     def __init__(self, run_dir: str | os.PathLike):
+        from matta_rec.data.filesystem import is_uri
+
         self.root = os.fspath(run_dir)
+        if is_uri(self.root):
+            raise ConfigError(
+                f"the run directory {self.root} is a URI; run directories are local paths "
+                "(logs may be on an object store, the run's checkpoints are written locally); "
+                "pass a local --out directory", source="--out")
 
     def __getattr__(self, name: str) -> str:
         names = {
@@ -113,22 +123,53 @@ def read_json(path: str) -> Any:
         return json.load(handle)
 
 
-def get_optimizer(name: str, settings: dict):
+def get_optimizer(name: str, settings: dict, *, schedule=None, total_steps: int | None = None,
+                  source: str | None = None):
     """An optimizer from ``matta_rec.optimizers.get`` (or Keras when missing).
 
+    Args:
+        name: ``optimizer.name``.
+        settings: ``optimizer.settings`` (keyword arguments of the optimizer;
+            ``learning_rate`` is the schedule's peak).
+        schedule: ``optimizer.schedule`` (a
+            :class:`~matta_rec.training.config.ScheduleConfig` or its
+            mapping); ``None`` or a constant schedule without warmup leaves
+            ``learning_rate`` a plain number.  Otherwise the optimizer gets a
+            :class:`~matta_rec.training.schedules.WarmupDecay`.
+        total_steps: the run's planned optimizer steps, needed for
+            ``decay_steps: auto``
+            (:func:`~matta_rec.training.schedules.planned_steps`).
+        source: the config file named in errors.
+
     Raises:
-        ConfigError: naming ``optimizer`` when the name or settings are wrong.
+        ConfigError: naming ``optimizer`` when the name or settings are wrong,
+            or ``optimizer.schedule...`` when the schedule is.
+
+    Example:
+
+    >>> opt = get_optimizer("adam", {"learning_rate": 0.01},
+    ...                     schedule={"kind": "cosine", "warmup_steps": 100}, total_steps=1000)
+    >>> round(float(opt.learning_rate), 6)   # step 0: 0.01 / 100
+    0.0001
     """
+    settings = dict(settings or {})
+    if schedule is not None:
+        from matta_rec.training.schedules import build_schedule
+
+        learning_rate = build_schedule(schedule, settings.get("learning_rate"),
+                                       total_steps=total_steps, source=source)
+        if learning_rate is not None:
+            settings["learning_rate"] = learning_rate
     try:
         from matta_rec.optimizers import get
     except ImportError:  # pragma: no cover - optimizers package always ships
         get = None
     try:
         if get is not None:
-            return get(name, **dict(settings or {}))
+            return get(name, **settings)
         import keras
 
-        return keras.optimizers.get({"class_name": name, "config": dict(settings or {})})
+        return keras.optimizers.get({"class_name": name, "config": settings})
     except ConfigError as exc:
         raise ConfigError(
             f"{exc}; fix the optimizer section (name: shampoo|adam|adagrad|sgd|..., settings: {{...}})",

@@ -181,7 +181,9 @@ def config_keys(
             mapping but holding a config of their own (e.g.
             ``{"model": ModelConfig}``); their keys are listed like a
             nested section's, with that dataclass's defaults.
-        skip: field names left out at every level.
+        skip: top-level field names left out (bookkeeping such as
+            ``RunConfig.source``; a nested section's field of the same name
+            is listed).
         prefix: prepended to every key (used by the recursion).
 
     Returns:
@@ -204,7 +206,7 @@ def config_keys(
     defaults = cls()
     out: list[ConfigKey] = []
     for field in dataclasses.fields(cls):
-        if field.name in skip:
+        if not prefix and field.name in skip:
             continue
         key = f"{prefix}{field.name}"
         doc = docs.get(field.name, "")
