@@ -30,6 +30,7 @@ from matta_rec.utils.config import from_dict, load_yaml, to_dict
 MODES = ("student", "ta", "matta", "matta_no_distill", "matta_no_sharing")
 STRATEGIES = ("default", "mirrored", "multi_worker")
 RAMP_KINDS = ("linear", "cosine", "constant")
+SCHEDULE_KINDS = ("constant", "cosine", "linear", "step")
 
 
 def _check(condition: bool, message: str) -> None:
@@ -118,20 +119,90 @@ class LossConfig:
 
 
 @dataclasses.dataclass
-class OptimizerConfig:
-    """The optimizer: a name and its keyword arguments.
+class ScheduleConfig:
+    """The learning-rate schedule: a linear warmup, then a decay.
+
+    The peak learning rate is ``optimizer.settings.learning_rate``; the
+    optimizer step ``t`` (0-based) trains with ``peak * min(1, (t + 1) /
+    warmup_steps) * decay(t - warmup_steps)``.  ``kind: constant`` with no
+    warmup (the default) passes the learning rate to the optimizer as a plain
+    number, as before schedules existed.
 
     Args:
-        name: ``"shampoo"``, ``"adam"``, ``"adagrad"``, ``"sgd"`` ... (any name
-            ``matta_rec.optimizers.get`` or ``keras.optimizers.get`` knows).
-        settings: keyword arguments, e.g. ``{learning_rate: 0.001}``.
+        kind: the decay after the warmup: ``constant`` (none), ``cosine``
+            (half cosine from 1 to ``alpha`` over ``decay_steps``),
+            ``linear`` (straight line from 1 to ``alpha`` over
+            ``decay_steps``) or ``step`` (times ``decay_rate`` every
+            ``decay_steps`` steps, never below ``alpha``).
+        warmup_steps: optimizer steps of the linear warmup from
+            ``peak / warmup_steps`` to the peak (0 = none).
+        decay_steps: ``cosine`` / ``linear``: steps from the peak to the
+            floor (after the warmup); ``step``: steps between two drops.
+            ``auto`` (cosine / linear only): the run's planned optimizer
+            steps minus the warmup, from the training shards' row counts,
+            ``epochs`` and ``data.max_rows``; the run's length then cannot
+            change on ``--resume``.
+        alpha: the floor, as a fraction of the peak, in ``[0, 1]``.
+        decay_rate: ``step``: the factor of each drop, in ``(0, 1]``.
+    """
+
+    kind: Literal["constant", "cosine", "linear", "step"] = "constant"
+    warmup_steps: int = 0
+    decay_steps: int | Literal["auto"] = "auto"
+    alpha: float = 0.0
+    decay_rate: float = 0.5
+
+    def __post_init__(self):
+        _check(self.kind in SCHEDULE_KINDS,
+               f"optimizer.schedule.kind must be one of {list(SCHEDULE_KINDS)}, got {self.kind!r}")
+        _check(self.warmup_steps >= 0,
+               f"optimizer.schedule.warmup_steps must be >= 0, got {self.warmup_steps}")
+        if self.decay_steps != "auto":
+            _check(isinstance(self.decay_steps, int) and not isinstance(self.decay_steps, bool)
+                   and self.decay_steps > 0,
+                   f"optimizer.schedule.decay_steps must be an integer > 0 or auto, "
+                   f"got {self.decay_steps!r}")
+        _check(self.kind != "step" or self.decay_steps != "auto",
+               "optimizer.schedule.kind step needs the steps between two drops: "
+               "--set optimizer.schedule.decay_steps=N (auto is for cosine / linear)")
+        _check(0.0 <= self.alpha <= 1.0,
+               f"optimizer.schedule.alpha must be in [0, 1], got {self.alpha}")
+        _check(0.0 < self.decay_rate <= 1.0,
+               f"optimizer.schedule.decay_rate must be in (0, 1], got {self.decay_rate}")
+
+    @property
+    def is_constant(self) -> bool:
+        """No warmup and no decay: the optimizer gets a plain learning rate."""
+        return self.kind == "constant" and self.warmup_steps == 0
+
+    @property
+    def depends_on_length(self) -> bool:
+        """The decay is stretched over the run's planned length (``decay_steps: auto``)."""
+        return self.kind in ("cosine", "linear") and self.decay_steps == "auto"
+
+
+@dataclasses.dataclass
+class OptimizerConfig:
+    """The optimizer: a name, its keyword arguments and a learning-rate schedule.
+
+    Args:
+        name: ``"shampoo"``, ``"adam"``, ``"adamw"``, ``"adagrad"``, ``"sgd"``
+            ... (any name ``matta_rec.optimizers.get`` or
+            ``keras.optimizers.get`` knows).
+        settings: keyword arguments, e.g. ``{learning_rate: 0.001,
+            weight_decay: 0.0001}`` (``learning_rate`` is the peak of the
+            schedule).
+        schedule: the learning-rate schedule (:class:`ScheduleConfig`).
     """
 
     name: str = "adam"
     settings: dict = dataclasses.field(default_factory=lambda: {"learning_rate": 0.001})
+    schedule: ScheduleConfig = dataclasses.field(default_factory=ScheduleConfig)
 
     def __post_init__(self):
         _check(bool(self.name), "optimizer.name must be a non-empty string such as 'adam'")
+        if isinstance(self.schedule, Mapping):
+            self.schedule = from_dict(ScheduleConfig, self.schedule, key="optimizer.schedule")
 
 
 @dataclasses.dataclass
@@ -148,6 +219,11 @@ class DataConfig:
         skip_bad_shards: quarantine shards that fail validation instead of
             stopping.
         max_rows: stop training after this many stream rows (``null`` = all).
+        valid: the shards of a validation set (a directory, glob, file or
+            URI, outside the training data; ``matta-rec train --valid
+            DIR``): scored in inference mode every epoch or every
+            ``validation.every_rows`` rows, for ``early_stopping`` and the
+            best-weights restore; ``null`` = none.
     """
 
     stats_rows: int = 50_000
@@ -155,8 +231,11 @@ class DataConfig:
     holdout_fraction: float | None = None
     skip_bad_shards: bool = False
     max_rows: int | None = None
+    valid: str | None = None
 
     def __post_init__(self):
+        _check(self.valid is None or bool(self.valid),
+               "data.valid must be a directory, glob or URI of validation shards, or null")
         _check(self.stats_rows > 0, f"data.stats_rows must be > 0, got {self.stats_rows}")
         _check(self.holdout_shards >= 0, "data.holdout_shards must be >= 0")
         if self.holdout_fraction is not None:
@@ -170,6 +249,76 @@ class DataConfig:
             )
         if self.max_rows is not None:
             _check(self.max_rows > 0, "data.max_rows must be > 0 or null")
+
+
+@dataclasses.dataclass
+class ValidationConfig:
+    """When and how the validation set (``data.valid``) is scored.
+
+    Every evaluation scores all of ``data.valid`` with the current weights in
+    inference mode (no dropout, batch-norm moving statistics) and records
+    each level's exact AUROC / AucLoss / logloss (``metrics.json``
+    ``validation``).
+
+    Args:
+        every_rows: evaluate after at least this many trained rows since the
+            last evaluation; ``null`` = at the end of every epoch (after the
+            first batch that reaches into the next epoch: batches span epoch
+            boundaries).  The end of the run is always evaluated.
+        level: the level that will be served, whose validation AucLoss
+            drives early stopping and the best weights; ``null`` = the
+            smallest level (the Student).
+        label: the label the AucLoss is measured on: ``target`` or
+            ``event``; ``null`` = ``loss.label``.
+        batch_size: rows per scoring batch; ``null`` = ``max(batch_size,
+            1024)``.
+    """
+
+    every_rows: int | None = None
+    level: str | None = None
+    label: Literal["target", "event"] | None = None
+    batch_size: int | None = None
+
+    def __post_init__(self):
+        if self.every_rows is not None:
+            _check(self.every_rows > 0, "validation.every_rows must be > 0 or null")
+        _check(self.level is None or bool(self.level),
+               "validation.level must name a level (e.g. student) or be null")
+        _check(self.label in (None, "target", "event"),
+               f"validation.label must be target, event or null, got {self.label!r}")
+        if self.batch_size is not None:
+            _check(self.batch_size > 0, "validation.batch_size must be > 0 or null")
+
+
+@dataclasses.dataclass
+class EarlyStoppingConfig:
+    """Stop when the served level's validation AucLoss stops improving.
+
+    Needs ``data.valid``.  An evaluation improves when the AucLoss of
+    ``validation.level`` is below the best so far by more than ``min_delta``.
+
+    Args:
+        patience: evaluations in a row without improvement after which the
+            run stops (``null`` = never stop early).
+        min_delta: the least decrease of the AucLoss that counts as an
+            improvement (>= 0).
+        restore_best: when the run ends, load the whole nested model's
+            weights from the best evaluation (every level from that same
+            point) before ``model.keras`` is written and the hold-out is
+            scored; applies whenever ``data.valid`` is set, early stopping
+            on or off.  Keeps a copy of every weight in memory and in the
+            checkpoints.
+    """
+
+    patience: int | None = None
+    min_delta: float = 0.0
+    restore_best: bool = True
+
+    def __post_init__(self):
+        if self.patience is not None:
+            _check(self.patience >= 1, f"early_stopping.patience must be >= 1 or null, "
+                                       f"got {self.patience}")
+        _check(self.min_delta >= 0, f"early_stopping.min_delta must be >= 0, got {self.min_delta}")
 
 
 @dataclasses.dataclass
@@ -297,6 +446,10 @@ class RunConfig:
             devices) or ``"multi_worker"`` (``TF_CONFIG``).
         seed: random seed of weight initialisation.
         data: stream options (:class:`DataConfig`).
+        validation: scoring of the validation set ``data.valid``
+            (:class:`ValidationConfig`).
+        early_stopping: stopping and best weights on the validation set
+            (:class:`EarlyStoppingConfig`).
         checkpoint: checkpoint cadence (:class:`CheckpointConfig`).
         metrics: online metrics (:class:`MetricsConfig`).
         follow: continuous mode (:class:`FollowConfig`).
@@ -318,6 +471,8 @@ class RunConfig:
     strategy: Literal["default", "mirrored", "multi_worker"] = "default"
     seed: int = 0
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    validation: ValidationConfig = dataclasses.field(default_factory=ValidationConfig)
+    early_stopping: EarlyStoppingConfig = dataclasses.field(default_factory=EarlyStoppingConfig)
     checkpoint: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)
     metrics: MetricsConfig = dataclasses.field(default_factory=MetricsConfig)
     follow: FollowConfig = dataclasses.field(default_factory=FollowConfig)
@@ -334,6 +489,9 @@ class RunConfig:
         )
         _check(not (self.follow.enabled and self.epochs != 1),
                f"follow mode reads a single pass: epochs must be 1, got {self.epochs}")
+        _check(self.early_stopping.patience is None or self.data.valid is not None,
+               "early_stopping.patience needs a validation set: pass --valid DIR "
+               "(--set data.valid=DIR), or --set early_stopping.patience=null")
 
     # ----------------------------------------------------------------- I/O
     @classmethod
@@ -411,6 +569,28 @@ class RunConfig:
         if self.mode == "matta_no_distill":
             loss.distill_weight = 0.0
         return loss
+
+
+def schedule_depends_on_length(config: RunConfig) -> bool:
+    """Whether the run's learning-rate schedule is stretched over its length.
+
+    True for a ``cosine`` / ``linear`` decay with ``decay_steps: auto``: its
+    decay steps come from the training rows, ``epochs`` and
+    ``data.max_rows``, so ``--resume`` must not change those (the resume
+    policy's ``schedule_depends_on_length``).
+
+    Args:
+        config: the run's :class:`RunConfig`.
+
+    Example:
+
+    >>> schedule_depends_on_length(RunConfig.from_dict(
+    ...     {"optimizer": {"schedule": {"kind": "cosine"}}}))
+    True
+    >>> schedule_depends_on_length(RunConfig.from_dict({}))
+    False
+    """
+    return config.optimizer.schedule.depends_on_length
 
 
 def apply_overrides(data: Mapping, overrides: Mapping, source: str = "<overrides>") -> dict:
