@@ -286,9 +286,11 @@ def _overfit_lines(today):
         best = run["best"]
         verdict = ("the TA overfits: its last-pass valid AucLoss is above the Student's"
                    if last.get("ta", 0) > last["student"] else "the TA stays below the Student")
+        rise = {lvl: last[lvl] / best[lvl]["valid"] - 1 for lvl in ("student", "ta")}
         out.append(f"seed {run['seed']}: Student best at pass {best['student']['pass']}, TA at "
                    f"pass {best['ta']['pass']}; after pass {len(run['passes'])} valid AucLoss "
-                   f"TA {last['ta']:.4f} vs Student {last['student']:.4f}: {verdict}")
+                   f"TA {last['ta']:.4f} ({100 * rise['ta']:+.0f}% from its best) vs Student "
+                   f"{last['student']:.4f} ({100 * rise['student']:+.0f}%): {verdict}")
     return out
 
 
