@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from matta_rec.errors import ConfigError
-from matta_rec.training.config import LossConfig, RampConfig, RunConfig
+from matta_rec.training.config import LossConfig, RampConfig, RunConfig, schedule_depends_on_length
 from matta_rec.training.losses import (
     DistillRamp,
     MatTALoss,
@@ -146,3 +146,14 @@ def test_shipped_configs_parse_and_default_yaml_lists_the_defaults():
     sample = RunConfig.from_yaml(os.path.join(root, "pipelines/configs/sample.yaml"))
     assert sample.mode == "matta" and sample.data.holdout_fraction
     assert sample.model_for_mode().levels == ("student", "ta")
+    assert sample.epochs == 1 and sample.data.valid is None  # the single-pass streaming recipe
+    fixed_path = os.path.join(root, "pipelines/configs/fixed-dataset.yaml")
+    with pytest.raises(ConfigError, match="--valid DIR"):  # the multi-pass recipe needs --valid
+        RunConfig.from_yaml(fixed_path)
+    fixed = RunConfig.from_yaml(fixed_path, overrides={"data.valid": "valid/"})
+    model = fixed.model_for_mode()
+    assert fixed.epochs > 1 and fixed.early_stopping.patience and fixed.early_stopping.restore_best
+    assert model.mlp_dropout > 0 and model.embedding_l2 > 0 and model.mlp_norm == "layer"
+    assert fixed.optimizer.settings["weight_decay"] > 0
+    assert fixed.optimizer.schedule.kind == "cosine" and fixed.optimizer.schedule.warmup_steps > 0
+    assert schedule_depends_on_length(fixed)
