@@ -11,8 +11,12 @@ synthetic logs' schema:
 
 Both are ``tf.function`` steps on one fixed batch held in memory (no data
 loading, no optimizer update), single-threaded by default (``--threads``).
-Blocks of ``--steps`` steps alternate between the two, ``--repeats`` times;
-the figure is the ratio of the best (least disturbed) per-step block means.
+A one-level Student model (``config.with_levels(("student",))``, loss
+``BCE(student)``) is timed in the same rounds: ``(TA + Student alone) / TA``
+is what two separate models would cost, so the nested step's own saving or
+overhead shows against it.  Blocks of ``--steps`` steps alternate between
+the three (the order reverses every round), ``--repeats`` times; the figure
+is the ratio of the best (least disturbed) per-step block means.
 Wall-clock and process CPU time (all TF threads) are both reported: on a
 shared machine CPU time is the less contaminated figure.  It is reported
 from raw features (the model's own preprocessing,
@@ -85,22 +89,23 @@ def time_block(step, features, target, steps):
     return (time.perf_counter() - start) / steps, (time.process_time() - cpu) / steps
 
 
-def measure(nested, ta_model, features, target, processed_input, steps, repeats, jit=False):
-    matta_step = make_steps(nested, ("student", "ta"), processed_input, jit)
-    ta_step = make_steps(ta_model, ("ta",), processed_input, jit)
-    if processed_input:
-        feats = {k: v for k, v in nested.preprocessor(features).items()}
-    else:
-        feats = features
-    for fn in (matta_step, ta_step):  # trace and warm up
-        time_block(fn, feats, target, 3)
-    matta, ta = [], []
-    for _ in range(repeats):
-        matta.append(time_block(matta_step, feats, target, steps))
-        ta.append(time_block(ta_step, feats, target, steps))
+def measure(nested, ta_model, student_model, features, target, processed_input, steps, repeats,
+            jit=False):
+    """Best per-step blocks ``((matta, ta, student) wall, (matta, ta, student) CPU)``."""
+    runs = [(make_steps(nested, ("student", "ta"), processed_input, jit), nested),
+            (make_steps(ta_model, ("ta",), processed_input, jit), ta_model),
+            (make_steps(student_model, ("student",), processed_input, jit), student_model)]
+    feats = [dict(m.preprocessor(features)) if processed_input else features for _, m in runs]
+    for (fn, _), f in zip(runs, feats):  # trace and warm up
+        time_block(fn, f, target, 3)
+    blocks = [[] for _ in runs]
+    for r in range(repeats):
+        order = range(len(runs)) if r % 2 == 0 else reversed(range(len(runs)))
+        for i in order:
+            blocks[i].append(time_block(runs[i][0], feats[i], target, steps))
     # Best block (least disturbed by other processes, as timeit recommends) of
-    # wall and of CPU time: ((matta_wall, ta_wall), (matta_cpu, ta_cpu)).
-    return tuple((min(m[i] for m in matta), min(t[i] for t in ta)) for i in (0, 1))
+    # wall and of CPU time.
+    return tuple(tuple(min(b[i] for b in block) for block in blocks) for i in (0, 1))
 
 
 def main() -> None:
@@ -126,6 +131,7 @@ def main() -> None:
     config = ModelConfig()
     nested = NestedRelevanceModel(schema, stats, config)
     ta_model = NestedRelevanceModel(schema, stats, config.with_levels(("ta",)))
+    student_model = NestedRelevanceModel(schema, stats, config.with_levels(("student",)))
     infos = {i.name: i for i in nested.list_submodels()}
     flops_ratio = (infos["student"].flops + infos["ta"].flops) / infos["ta"].flops
 
@@ -138,8 +144,9 @@ def main() -> None:
           f"(Student + TA) / TA = {flops_ratio:.3f}")
     print()
     print("| batch | input | MatTA wall ms | TA wall ms | wall ratio "
-          "| MatTA CPU ms | TA CPU ms | CPU ratio |")
-    print("|---|---|---|---|---|---|---|---|")
+          "| MatTA CPU ms | TA CPU ms | CPU ratio | Student alone CPU ms "
+          "| (TA + Student alone) / TA CPU |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     rng = np.random.default_rng(0)
     for batch in args.batch:
         idx = rng.choice(len(columns[schema.features[0].name]), size=batch)
@@ -149,12 +156,14 @@ def main() -> None:
         if args.jit:
             modes.append((True, True, "preprocessed, XLA"))
         for processed_input, jit, label in modes:
-            (mw, tw), (mc, tc) = measure(
-                nested, ta_model, features, target, processed_input, args.steps, args.repeats, jit
+            (mw, tw, _), (mc, tc, sc) = measure(
+                nested, ta_model, student_model, features, target, processed_input,
+                args.steps, args.repeats, jit
             )
             print(
                 f"| {batch} | {label} | {mw * 1e3:.1f} | {tw * 1e3:.1f} | {mw / tw:.3f} "
-                f"| {mc * 1e3:.1f} | {tc * 1e3:.1f} | {mc / tc:.3f} |",
+                f"| {mc * 1e3:.1f} | {tc * 1e3:.1f} | {mc / tc:.3f} | {sc * 1e3:.1f} "
+                f"| {(tc + sc) / tc:.3f} |",
                 flush=True,
             )
 
