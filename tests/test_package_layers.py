@@ -76,3 +76,21 @@ def test_the_check_sees_function_level_imports(tmp_path):
     source = tmp_path / "m.py"
     source.write_text("def f():\n    from matta_rec.cli import main\n")
     assert (2, "matta_rec.cli") in list(_imports(str(source), ["data", "m"]))
+
+
+#: The longest a function of the package may be, ``def`` to last line, docstring included.
+MAX_FUNCTION_LINES = 120
+
+
+def test_no_function_is_longer_than_the_limit():
+    long = []
+    for path, _ in _modules():
+        with open(path, encoding="utf-8") as handle:
+            tree = ast.parse(handle.read(), path)
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    long.append(f"{os.path.relpath(path, PACKAGE)}:{node.lineno} "
+                                f"{node.name} ({lines} lines)")
+    assert not long, f"functions over {MAX_FUNCTION_LINES} lines:\n" + "\n".join(long)
