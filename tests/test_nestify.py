@@ -177,28 +177,21 @@ def test_load_source_keras_file_and_factory(tmp_path):
 
 
 def test_train_run_with_a_user_model_source(tmp_path):
-    """train_run through build_model reading model.source; the Student
-    extracted from the run serves through our exporter's contract."""
+    """train_run with model.source in the config (as ``--set model.source=...``);
+    the run exports with ``matta-rec export``'s code path and serves the
+    nestified Student's logit."""
+    import tensorflow as tf
     from train_testlib import tiny_config, write_logs
 
+    from matta_rec.export import export_run
     from matta_rec.training import train_run
-    from matta_rec.training.run_dir import build_model, load_run
+    from matta_rec.training.run_dir import load_run
 
     schema = write_logs(str(tmp_path / "logs"), shards=2, rows=128)
-
-    def builder(model_config, schema, stats):
-        config = types.SimpleNamespace(
-            source="nestify_testlib:user_ranker", source_preprocessing=True, extra_layers=1,
-            levels=model_config.levels, width_factors=model_config.width_factors,
-            d_model_factors=model_config.d_model_factors, share_weights=True)
-        return build_model(config, schema, stats)
-
-    config = tiny_config()
-    config["data"]["holdout_shards"] = 1
-    metrics = train_run(config, str(tmp_path / "logs"), schema, str(tmp_path / "run"),
-                        model_builder=builder)
-    student = metrics["holdout"]
-    assert student  # the hold-out was scored for both levels
+    config = tiny_config(**{"data.holdout_shards": 1, "model.source": "nestify_testlib:user_ranker",
+                            "model.extra_layers": 1})
+    metrics = train_run(config, str(tmp_path / "logs"), schema, str(tmp_path / "run"))
+    assert set(metrics["holdout"]["event"]) == {"student", "ta"}  # both levels scored
     run = load_run(str(tmp_path / "run"))
     assert isinstance(run.model, NestifiedModel)
     rows = {"user_id": np.array(["u1", "u7"], dtype=object),
@@ -208,3 +201,9 @@ def test_train_run_with_a_user_model_source(tmp_path):
     serving = run.model.serving_model("student")
     np.testing.assert_allclose(serving(rows).numpy(), run.model(rows)["student"].numpy(),
                                atol=1e-6)
+    manifest = export_run(str(tmp_path / "run"), str(tmp_path / "exports"), sizes="student,ta",
+                          latency_repeats=0)
+    assert [e["name"] for e in manifest["sizes"]] == ["student", "ta"]
+    served = tf.saved_model.load(str(tmp_path / "exports" / "student" / "1"))
+    logit = served.signatures["serving_default"](**{k: tf.constant(v) for k, v in rows.items()})
+    np.testing.assert_allclose(logit["logit"].numpy(), serving(rows).numpy(), atol=1e-5)
