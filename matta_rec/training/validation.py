@@ -185,7 +185,8 @@ class ValidationMonitor:
             with self.strategy.scope():
                 self._best_weights = [
                     tf.Variable(lambda w=w: tf.zeros(w.shape, tf.as_dtype(w.dtype)),
-                                trainable=False, name="best_" + w.name.replace("/", "_"))
+                                trainable=False,
+                                name="best_" + getattr(w, "path", w.name).replace("/", "_"))
                     for w in self._weights]
         self._trackable = tf.Module(name="validation")
         self._trackable.record = _StateRecord(self)
