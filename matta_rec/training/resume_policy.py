@@ -54,7 +54,8 @@ __all__ = [
 
 #: Keys (dotted; ``section.*`` = every key of the section) that may change on ``--resume``.
 ALLOWED_ON_RESUME = ("checkpoint.*", "metrics.*", "follow.*", "publish.*", "data.skip_bad_shards",
-                     "data.max_rows", "epochs")
+                     "data.max_rows", "epochs", "early_stopping.patience",
+                     "early_stopping.min_delta", "validation.every_rows")
 
 #: Allowed keys that set the run's length: refused when a learning-rate
 #: schedule depends on it.

@@ -256,6 +256,7 @@ def load_run(run_dir: str | os.PathLike, *, model_builder: Callable | None = Non
             )
     import keras
 
+    import matta_rec.training.schedules  # noqa: F401  (registers WarmupDecay for optimizers)
     import matta_rec.training.trainer  # noqa: F401  (registers serialisable classes)
     from matta_rec.features import FeatureStats
 
