@@ -60,7 +60,7 @@ import os
 import queue
 import threading
 import time
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -311,6 +311,7 @@ class _Source:
     folder: str | None = None  # a directory searched recursively
     exclude: frozenset = frozenset()  # names never listed (a run's hold-out shards)
     fixed: str | None = None  # the folder before a glob's first wildcard
+    keep: Any = None  # names -> bool: listed only when true (a worker's own shards)
 
     def list(self) -> list[tuple[str, str]]:
         """Sorted ``(relative path, absolute path or URI)`` of the shards present now."""
@@ -332,7 +333,7 @@ class _Source:
             rel = fs.relative(path, self.root)
             if rel is None:
                 raise _outside(fs.normalize(path), self.root)
-            if rel not in self.exclude:
+            if rel not in self.exclude and (self.keep is None or self.keep(rel)):
                 out.append((rel, fs.normalize(path)))
         out.sort()
         return out
@@ -524,6 +525,11 @@ class LogStream:
         exclude: shard names (relative to ``root``) this stream never reads,
             also when they appear later in follow mode; a training run passes
             its hold-out shards, so it can read the growing data root itself.
+        shard_filter: ``name -> bool``: the stream reads only the shards it
+            accepts (the others are as if absent: never read, never late,
+            never compared). A worker of a multi-worker run passes its own
+            shards (``lambda name: assignment.get(name) == worker``), so
+            its positions and late-shard checks concern its part alone.
 
     Resuming (``start`` from :meth:`position_at`): the shards the position
     records as trained must be the same files now (same size and row count;
@@ -563,6 +569,7 @@ class LogStream:
         read_ahead: int = 1,
         root: "str | os.PathLike | None" = None,
         exclude: "Sequence[str] | None" = None,
+        shard_filter: "Callable[[str], bool] | None" = None,
     ):
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -601,7 +608,10 @@ class LogStream:
         if exclude is not None and (isinstance(exclude, str)
                                     or not all(isinstance(name, str) for name in exclude)):
             raise TypeError(f"exclude must be a list of shard names, got {exclude!r}")
-        self._source = dataclasses.replace(_source(data, root), exclude=frozenset(exclude or ()))
+        if shard_filter is not None and not callable(shard_filter):
+            raise TypeError(f"shard_filter must be a function name -> bool or None, got {shard_filter!r}")
+        self._source = dataclasses.replace(_source(data, root), exclude=frozenset(exclude or ()),
+                                           keep=shard_filter)
         self._halt = threading.Event()
         if follow is not None and self._source.files is not None:
             raise ValueError("follow mode needs a directory or glob to poll, not a fixed list of files")
@@ -908,7 +918,7 @@ class LogStream:
         start = self.start
         if self.follow is None:
             listing = self._source.list()
-            if not listing:
+            if not listing and self._source.keep is None:  # a worker may own no shard
                 raise DataError(
                     "no shards found (*.parquet, *.csv, *.tfrecord)",
                     file=self.root,
