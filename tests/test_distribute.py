@@ -1,5 +1,10 @@
 """tf.distribute: MirroredStrategy on two logical CPUs and MultiWorkerMirroredStrategy
-with two worker processes on 127.0.0.1 give the single-device result."""
+with two worker processes on 127.0.0.1 give the single-device result.
+
+Under multi_worker each worker reads its own shards (round-robin in time order)
+and global batch k is the concatenation of the workers' local batches k; the
+logs here are shards of exactly one local batch (32 rows), so global batch k is
+shards 2k and 2k+1: the same rows, in the same order, as one process reads."""
 
 import json
 import os
@@ -15,7 +20,8 @@ import yaml
 from matta_rec.training import load_run, train_run
 
 sys.path.insert(0, os.path.dirname(__file__))
-from train_testlib import tiny_config, write_logs  # noqa: E402
+from train_testlib import tiny_config  # noqa: E402
+from worker_testlib import write_uneven_logs  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -54,7 +60,7 @@ def _config(strategy, optimizer=SGD):
 @pytest.fixture(scope="module")
 def logs(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("logs"))
-    write_logs(root, shards=2, rows=200)
+    write_uneven_logs(root, [32] * 12)  # one local batch per shard (see above)
     return root
 
 
@@ -127,6 +133,11 @@ def _train_multi_worker(config, logs, tmp_path):
     with open(os.path.join(out, "metrics.json")) as handle:
         metrics = json.load(handle)
     assert metrics["replicas"] == 2 and metrics["strategy"] == "multi_worker"
+    # Worker 0 read shards 0, 2, .., 10 (cut at data.max_rows in its 6th step),
+    # worker 1 shards 1, 3, .., 9: disjoint, 330 rows in all.
+    assert metrics["input"]["rows_read_by_worker"] == [170, 160]
+    shards = metrics["input"]["shards_read_by_worker"]
+    assert [len(s) for s in shards] == [6, 5] and not set(shards[0]) & set(shards[1])
     # Only the chief writes the run directory; the other worker cleans up.
     assert not any(name.startswith(".worker-") for name in os.listdir(out))
     return metrics, out

@@ -173,8 +173,7 @@ class _TrainingSession:
         self.strategy = make_strategy(config.strategy, config.source)  # before any TF op
         self.chief = is_chief(self.strategy)
         self.task = task_of(self.strategy)
-        self.split = self._holdout_split()
-        self.stats = self._prepare_stats()
+        self._prepare()
         self.rows_start = self.rows_end = self.rows_here = 0
         self.run_info: dict[str, Any] = {"resumed_from_rows": None, "rows_reread": 0,
                                          "resumes": 0, "config_changes": []}
@@ -183,6 +182,11 @@ class _TrainingSession:
         self.stream = None
 
     # ------------------------------------------------------------- prepare
+    def _prepare(self) -> None:
+        """The hold-out split and the preprocessing statistics."""
+        self.split = self._holdout_split()
+        self.stats = self._prepare_stats()
+
     def _holdout_split(self) -> HoldoutSplit:
         """The hold-out shards, fixed when the run starts.
 
@@ -196,11 +200,7 @@ class _TrainingSession:
         """
         config, path = self.config, os.path.join(self.paths.root, HOLDOUT_FILE)
         if self.resume and os.path.exists(path):
-            recorded = read_json(path)["holdout"]
-            present = split_holdout(self.data, self.schema, 0)
-            return HoldoutSplit(present.root,
-                                tuple(s for s in present.train if s not in set(recorded)),
-                                tuple(s for s in recorded if s in set(present.train)))
+            return self._recorded_holdout(path)
         split = split_holdout(
             self.data, self.schema, config.data.holdout_shards,
             holdout_fraction=config.data.holdout_fraction, source=config.source,
@@ -211,13 +211,27 @@ class _TrainingSession:
             write_json_atomic(path, {"holdout": list(split.holdout)})
         return split
 
+    def _recorded_holdout(self, path: str) -> HoldoutSplit:
+        """The split of the shards present now with the hold-out recorded in ``path``."""
+        recorded = read_json(path)["holdout"]
+        present = split_holdout(self.data, self.schema, 0)
+        return HoldoutSplit(present.root,
+                            tuple(s for s in present.train if s not in set(recorded)),
+                            tuple(s for s in recorded if s in set(present.train)))
+
     def _stream(self, **options):
-        """A training stream: the data root minus the hold-out shards."""
+        """A stream of the data root minus the hold-out shards (``batch_size``
+        and other :class:`~matta_rec.data.reader.LogStream` options may be given)."""
         from matta_rec.data.reader import LogStream
 
-        return LogStream(self.data, self.schema, batch_size=self.config.batch_size,
+        options.setdefault("batch_size", self.config.batch_size)
+        return LogStream(self.data, self.schema,
                          skip_bad_shards=self.config.data.skip_bad_shards,
                          root=self.split.root, exclude=self.split.holdout, **options)
+
+    def _train_stream(self, **options):
+        """The stream this process trains on (:meth:`_stream` on one host)."""
+        return self._stream(**options)
 
     def _prepare_stats(self):
         """Fit (new run) or load (resume) the preprocessing statistics; the
@@ -284,7 +298,7 @@ class _TrainingSession:
             follow = FollowOptions(poll_interval_s=config.follow.poll_interval_s,
                                    idle_timeout_s=config.follow.idle_timeout_s,
                                    sentinel=config.follow.sentinel)
-        self.stream = self._stream(start=self.start, epochs=config.epochs, follow=follow)
+        self.stream = self._train_stream(start=self.start, epochs=config.epochs, follow=follow)
         dataset = self.stream.dataset(with_position=True)
         self.element_spec = dataset.element_spec
         self.iterator = iter(dataset)
@@ -294,8 +308,17 @@ class _TrainingSession:
         elif self.state.get("example"):
             self.example = self.state["example"]  # resumed at the end of the stream
         else:
-            raise DataError("the training shards hold no rows", file=str(self.data),
-                            fix="check --data and --set data.holdout_shards=N")
+            self.example = self._other_example()
+        with self.strategy.scope():
+            self.model(example_tensors(self.example, self.schema), training=False)
+            # Decoupled weight decay skips embedding tables and biases (Shampoo too).
+            exclude_defaults(self.optimizer, self.trainer.trainable_variables)
+            self.optimizer.build(self.trainer.trainable_variables)
+
+    def _other_example(self) -> dict:
+        """Example rows when this process's stream has none (one host: an error)."""
+        raise DataError("the training shards hold no rows", file=str(self.data),
+                        fix="check --data and --set data.holdout_shards=N")
 
     def _next_batch(self, checkpoint: bool = True):
         """The next batch of the stream, ``None`` at its end.
@@ -318,11 +341,6 @@ class _TrainingSession:
                 log(f"checkpoint at stream row {self.rows_end}, the last fully trained batch; "
                     "fix or quarantine the shard, then run the same command with --resume")
             raise error from exc
-        with self.strategy.scope():
-            self.model(example_tensors(self.example, self.schema), training=False)
-            # Decoupled weight decay skips embedding tables and biases (Shampoo too).
-            exclude_defaults(self.optimizer, self.trainer.trainable_variables)
-            self.optimizer.build(self.trainer.trainable_variables)
 
     # ------------------------------------------------------------- restore
     def _restore(self) -> None:
@@ -514,9 +532,7 @@ class _TrainingSession:
         self._start_monitor()
         self.t0 = time.time()
         with self._stop_signals():
-            batch = self.first_batch
-            while batch is not None and self.train_batch(batch) and self.stop_signal is None:
-                batch = self._next_batch()
+            self._train_loop()
         self.wall = time.time() - self.t0
         self.online.flush(self.rows_end)
         if self.rows_end > self.last_saved[0] or self.latest is None:
@@ -529,6 +545,12 @@ class _TrainingSession:
         metrics = self.finish()
         self.callbacks.on_train_end(metrics)
         return metrics
+
+    def _train_loop(self) -> None:
+        """Train batch after batch to the end of the stream or a stop signal."""
+        batch = self.first_batch
+        while batch is not None and self.train_batch(batch) and self.stop_signal is None:
+            batch = self._next_batch()
 
     @contextlib.contextmanager
     def _stop_signals(self):
@@ -590,7 +612,7 @@ class _TrainingSession:
                                     batch_size=max(config.batch_size, 1024),
                                     root=self.split.root)
             holdout.update(evaluate_holdout(self.model, hold_stream, levels))
-        trained = self._position().to_dict().get("trained") or []
+        trained = self._trained_shards()
         metrics = {
             "mode": config.mode,
             "levels": list(levels),
@@ -615,7 +637,8 @@ class _TrainingSession:
             },
             "holdout": holdout,
             "input": {"root": self.split.root, "train_shards": trained,
-                      "holdout_shards": list(self.split.holdout)},
+                      "holdout_shards": list(self.split.holdout),
+                      **self._input_by_worker(trained)},
             "stopped_by": self.stop_signal,
             "optimizer": {"name": config.optimizer.name, **_optimizer_diagnostics(self.optimizer)},
             "stream": self.stream.report().to_dict(),
@@ -632,6 +655,17 @@ class _TrainingSession:
             shutil.rmtree(os.path.join(self.paths.root, f".worker-{task_type}-{task_id}"),
                           ignore_errors=True)
         return metrics
+
+
+    def _trained_shards(self) -> list:
+        """Fingerprint dicts of the shards the run has trained (``input.train_shards``)."""
+        return self._position().to_dict().get("trained") or []
+
+    def _input_by_worker(self, trained: list) -> dict:
+        """``rows_read_by_worker`` / ``shards_read_by_worker``: what each worker
+        trained over the whole run (one host: this process, one entry)."""
+        return {"rows_read_by_worker": [int(self.rows_end)],
+                "shards_read_by_worker": [[fp["name"] for fp in trained]]}
 
 
 def train_run(
@@ -685,7 +719,16 @@ def train_run(
             "publish.export_base is set but nothing publishes: run matta-rec train --publish "
             "EXPORT_BASE, or pass callbacks=[matta_rec.export.gate.PublishCallback()]",
             source=config.source, key="publish.export_base")
-    session = _TrainingSession(paths, config, schema, data, resume=resume,
-                               model_builder=model_builder, callbacks=callbacks,
-                               changes=changes)
+    session_class = _TrainingSession
+    if config.strategy == "multi_worker":
+        if config.follow.enabled:
+            raise ConfigError(
+                "follow mode is not supported under strategy multi_worker (the workers would "
+                "have to agree on each new shard as it lands); follow on one machine with "
+                "--set strategy=mirrored, or train the shards present without --follow",
+                source=config.source, key="follow.enabled")
+        from matta_rec.training.multi_worker import MultiWorkerSession as session_class
+    session = session_class(paths, config, schema, data, resume=resume,
+                            model_builder=model_builder, callbacks=callbacks,
+                            changes=changes)
     return session.run()
