@@ -192,6 +192,17 @@ def test_resume_refuses_changed_keys_naming_each_and_records_allowed_ones(tmp_pa
     with open(os.path.join(out, "config.yaml")) as handle:
         assert handle.read() == saved  # nothing applied from a refused resume
 
+    edited = saved.replace("learning_rate: 0.01", "learning_rate: 0.5")
+    assert edited != saved
+    with open(os.path.join(out, "config.yaml"), "w") as handle:
+        handle.write(edited)  # a hand edit goes through the same policy
+    by_hand = subprocess.run(base + ["--resume"], cwd=ROOT, env=ENV, capture_output=True,
+                             text=True, timeout=300)
+    assert by_hand.returncode == 2
+    assert "optimizer.settings.learning_rate: 0.01 -> 0.5" in by_hand.stderr
+    with open(os.path.join(out, "config.yaml"), "w") as handle:
+        handle.write(saved)
+
     allowed = subprocess.run(base + ["--resume", "--set", "checkpoint.keep=5",
                                      "--set", "metrics.window_rows=50"],
                              cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)

@@ -341,3 +341,35 @@ def test_train_valid_flag_sets_data_valid():
     args = build_parser(load="train").parse_args(
         ["train", "--data", "d", "--out", "o", "--valid", "v/", "--set", "epochs=30"])
     assert overrides_of(args) == {"epochs": 30, "data.valid": "v/"}
+
+
+@pytest.mark.slow
+def test_train_run_with_valid_stops_early_and_keeps_the_best_weights(tmp_path):
+    """End to end through the loop: an evaluation per epoch, early stopping
+    (learning rate high enough to overfit 400 rows), the best weights in
+    model.keras."""
+    from train_testlib import tiny_config
+
+    from matta_rec.training import load_run, train_run
+
+    train, valid = str(tmp_path / "train"), str(tmp_path / "valid")
+    write_logs(train, shards=2, rows=200)
+    write_logs(valid, shards=1, rows=300, day="2026-02-01")
+    overrides = {"epochs": 12, "data.valid": valid, "early_stopping.patience": 1,
+                 "validation.label": "event", "optimizer.settings.learning_rate": 0.05,
+                 "loss.label": "event"}
+    metrics = train_run(tiny_config(**overrides), train, os.path.join(train, "schema.yaml"),
+                        str(tmp_path / "run"))
+    report = metrics["validation"]
+    assert report["evaluations"] == len(report["curve"]) >= 2
+    assert [e["epoch"] for e in report["curve"]] == list(range(1, report["evaluations"] + 1))
+    assert metrics["stopped_by"] == "early_stopping" and report["early_stopping"]["stopped"]
+    assert report["evaluations"] < 12 and report["best"]["evaluation"] < report["evaluations"]
+    best = report["best"]
+    # model.keras holds the best weights: scoring it on the validation set gives the best AucLoss.
+    run = load_run(str(tmp_path / "run"))
+    stream = LogStream(valid, run.schema, batch_size=1024)
+    again = evaluate_holdout(run.model, stream, ("student", "ta"))
+    assert again["event"]["student"]["auc_loss"] == pytest.approx(best["auc_loss"], abs=1e-7)
+    # The holdout-free run still reports where each level peaked.
+    assert set(report["levels_best"]) == {"student", "ta"}

@@ -55,7 +55,7 @@ from matta_rec.data.schema import Schema, load_schema
 from matta_rec.models import model_levels
 from matta_rec.optimizers.weight_decay import exclude_defaults
 from matta_rec.training.callbacks import CallbackList, TrainingCallback, TrainingInfo
-from matta_rec.training.config import RunConfig
+from matta_rec.training.config import RunConfig, schedule_depends_on_length
 from matta_rec.training.distribute import is_chief, make_strategy, make_train_step, task_of
 from matta_rec.training.monitor import TrainingMonitor, log, planned_rows
 from matta_rec.training.online import OnlineMetrics, evaluate_holdout, summarize_curve
@@ -93,6 +93,16 @@ def _comparable(config: RunConfig) -> dict:
     return out
 
 
+def _recorded_config(paths: RunPaths) -> dict | None:
+    """The config the latest checkpoint was trained with (its state file
+    records it), or ``None`` for runs written before it was recorded."""
+    for rows_end in reversed(paths.states()):
+        recorded = read_json(paths.state(rows_end)).get("config")
+        if recorded is not None:
+            return recorded
+    return None
+
+
 def _load_config(config, schema, paths: RunPaths, resume: bool,
                  overrides: Mapping | None) -> tuple[RunConfig, Schema, list]:
     """The run's config and schema, checked against the run directory.
@@ -102,7 +112,9 @@ def _load_config(config, schema, paths: RunPaths, resume: bool,
     (:mod:`matta_rec.training.resume_policy`: only checkpoint, metrics,
     follow and publish keys, ``data.skip_bad_shards``, ``data.max_rows`` and
     ``epochs`` may change; anything else is refused, every changed key
-    named), and unless one is given its ``schema.yaml``; otherwise
+    named; the comparison is with the config the latest checkpoint was
+    trained with, so a hand edit of ``config.yaml`` goes through the same
+    policy), and unless one is given its ``schema.yaml``; otherwise
     ``config`` and ``schema``, refusing a directory that already holds a run.
 
     Returns:
@@ -119,8 +131,10 @@ def _load_config(config, schema, paths: RunPaths, resume: bool,
         saved = RunConfig.from_yaml(paths.config)
         asked = saved if config is None else RunConfig.load(config)
         new = RunConfig.load(asked, overrides)
-        changes = check_resume(_comparable(saved), _comparable(new),
-                               schedule_depends_on_length=False, source=paths.config)
+        trained_with = _recorded_config(paths) or _comparable(saved)
+        changes = check_resume(trained_with, _comparable(new),
+                               schedule_depends_on_length=schedule_depends_on_length(saved),
+                               source=paths.config)
         config = RunConfig.from_dict(new.to_dict(), source=paths.config) if changes else saved
         schema = load_schema(schema if schema is not None else paths.schema)
     else:
@@ -179,6 +193,8 @@ class _TrainingSession:
                                          "resumes": 0, "config_changes": []}
         self.window: dict | None = None  # the last finished online window
         self.stop_signal: str | None = None  # set by SIGTERM / SIGINT
+        self.early_stopped = False
+        self.validation = None
         self.stream = None
 
     # ------------------------------------------------------------- prepare
@@ -284,8 +300,38 @@ class _TrainingSession:
             self.model = self.model_builder(model_config, self.schema, self.stats)
             self.levels = tuple(model_levels(self.model, default=model_config.levels))
             self.trainer = MatTATrainer(self.model, self.loss_config, levels=self.levels)
-            self.optimizer = get_optimizer(config.optimizer.name, config.optimizer.settings)
+            self.optimizer = get_optimizer(config.optimizer.name, config.optimizer.settings,
+                                           schedule=config.optimizer.schedule,
+                                           total_steps=self._total_steps(), source=config.source)
             self.trainer.compile(optimizer=self.optimizer)
+
+    def _total_steps(self) -> int | None:
+        """The run's planned optimizer steps, when the schedule decays over the
+        run (``decay_steps: auto``): fixed when the run starts and recorded in
+        ``RUN_DIR/schedule.json``, so a resume keeps the same schedule."""
+        from matta_rec.training.schedules import planned_steps
+
+        config = self.config
+        if not schedule_depends_on_length(config):
+            return None
+        path = os.path.join(self.paths.root, "schedule.json")
+        if self.resume and os.path.exists(path):
+            return int(read_json(path)["total_steps"])
+        if config.follow.enabled:
+            raise ConfigError("optimizer.schedule.decay_steps: auto needs the run's length, "
+                              "which a followed stream does not have; set decay_steps to a "
+                              "number of steps", source=config.source,
+                              key="optimizer.schedule.decay_steps")
+        rows = planned_rows(self.split.train_files, config.epochs, config.data.max_rows)
+        steps = planned_steps(rows, config.batch_size)
+        if steps is None:
+            raise ConfigError("optimizer.schedule.decay_steps: auto needs the run's length: "
+                              "Parquet shards (row counts in their footers) or data.max_rows; "
+                              "or set decay_steps to a number of steps", source=config.source,
+                              key="optimizer.schedule.decay_steps")
+        if self.chief:
+            write_json_atomic(path, {"total_steps": int(steps)})
+        return int(steps)
 
     def _open_stream(self) -> None:
         """The training stream from the resume point; its first batch builds
@@ -355,8 +401,15 @@ class _TrainingSession:
         self.rows_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="rows_end")
         metric_holder = tf.Module()
         metric_holder.variables_list = [v for m in self.trainer.metrics for v in m.variables]
+        from matta_rec.training.validation import ValidationMonitor
+
+        self.validation = ValidationMonitor.from_config(
+            config, self.model, self.levels, self.schema, strategy=self.strategy,
+            train_files=self.split.train_files)
+        tracked = {} if self.validation is None else {"validation": self.validation.trackable}
         self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
-                                              metrics=metric_holder, rows_end=self.rows_var)
+                                              metrics=metric_holder, rows_end=self.rows_var,
+                                              **tracked)
         self.manager = tf.train.CheckpointManager(self.checkpoint, ckpt_dir,
                                                   max_to_keep=config.checkpoint.keep,
                                                   checkpoint_name="ckpt")
@@ -450,10 +503,33 @@ class _TrainingSession:
         if self.callbacks:
             self.callbacks.on_batch_end(self.rows_end, {k: v.numpy() for k, v in features.items()},
                                         labels_np, logits_np)
+        return self._after_step(step, logs, weight, finished)
+
+    def _after_step(self, step: int, logs: Mapping, weight, finished: dict | None) -> bool:
+        """Report a trained step, validate and checkpoint when due.
+
+        Returns:
+            Whether the stream goes on: ``False`` once ``data.max_rows``
+            rows are trained or early stopping ends the run.
+        """
         self._report(step, logs, weight, finished)
+        if self.validation is not None:
+            epoch = None if self.validation.every_rows is not None else self._position().epoch
+            if self.validation.due(self.rows_end, epoch):
+                self._validate(step, epoch)
+                if self.validation.should_stop:
+                    self.early_stopped = True
+                    self.save_checkpoint()
+                    return False
         if self._checkpoint_due(step):
             self.save_checkpoint()
+        max_rows = self.config.data.max_rows
         return max_rows is None or self.rows_end < max_rows
+
+    def _validate(self, step: int, epoch: int | None) -> None:
+        entry = self.validation.evaluate(self.rows_end, step, epoch)
+        if self.chief:
+            log(self.validation.describe(entry))
 
     def _check_finite(self, logits: Mapping) -> None:
         for level, values in logits.items():
@@ -505,6 +581,7 @@ class _TrainingSession:
                 "online": self.online.state(),
                 "example": self.example,
                 "run_info": self.run_info,
+                "config": _comparable(self.config),
             })
         self.manager.save(checkpoint_number=rows_end)
         if self.chief:
@@ -535,6 +612,10 @@ class _TrainingSession:
             self._train_loop()
         self.wall = time.time() - self.t0
         self.online.flush(self.rows_end)
+        finished = self.stop_signal is None and not self.early_stopped
+        if finished and self.validation is not None and self.validation.due(self.rows_end,
+                                                                            final=True):
+            self._validate(int(self.optimizer.iterations.numpy()), None)
         if self.rows_end > self.last_saved[0] or self.latest is None:
             self.save_checkpoint()
         self.monitor.heartbeat.beat(self.rows_end, int(self.optimizer.iterations.numpy()))
@@ -604,6 +685,14 @@ class _TrainingSession:
 
         config, levels, wall = self.config, self.levels, self.wall
         final = {m.name: float(m.result().numpy()) for m in self.trainer.metrics}
+        validation = None
+        if self.validation is not None:
+            if self.stop_signal is None:
+                best = self.validation.restore_best()  # the model from here on is the best one
+                if best is not None and self.chief:
+                    log(f"restored the best weights: {self.validation.level} validation AucLoss "
+                        f"{best['auc_loss']:.5f} at stream row {best['rows_end']}")
+            validation = self.validation.report()
         holdout: dict[str, Any] = {"shards": list(self.split.holdout), "root": self.split.root}
         if self.split.holdout and self.stop_signal is not None:
             holdout["skipped"] = f"stopped by {self.stop_signal}; evaluated when the run ends"
@@ -639,7 +728,8 @@ class _TrainingSession:
             "input": {"root": self.split.root, "train_shards": trained,
                       "holdout_shards": list(self.split.holdout),
                       **self._input_by_worker(trained)},
-            "stopped_by": self.stop_signal,
+            "stopped_by": self.stop_signal or ("early_stopping" if self.early_stopped else None),
+            "validation": validation,
             "optimizer": {"name": config.optimizer.name, **_optimizer_diagnostics(self.optimizer)},
             "stream": self.stream.report().to_dict(),
         }

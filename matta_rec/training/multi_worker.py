@@ -287,11 +287,7 @@ class MultiWorkerSession(_TrainingSession):
             lo = self.worker * size
             self.callbacks.on_batch_end(self.rows_end, local_x, local_y,
                                         {k: v[lo:lo + mine] for k, v in logits_all.items()})
-        self._report(step, logs, weight, finished)
-        if self._checkpoint_due(step):
-            self.save_checkpoint()
-        max_rows = self.config.data.max_rows
-        return max_rows is None or self.rows_end < max_rows
+        return self._after_step(step, logs, weight, finished)
 
     # ---------------------------------------------------------- checkpoint
     def _position(self):
