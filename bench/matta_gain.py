@@ -23,9 +23,17 @@ stopping) is trained for ``FIXED_PRESET["max_passes"]`` passes over
 ``test/``; each head's best pass is chosen on ``valid/`` and its ``test/``
 AucLoss at that pass is reported (MatTA, and the Student alone as its twin).
 The recommended recipe (``RECOMMENDED_CONFIG``,
-``pipelines/configs/fixed-dataset.yaml``, early stopping on ``valid/``) is
-trained next to it when that file exists; otherwise the script says so and
-reports today's recipe only.
+``pipelines/configs/fixed-dataset.yaml``: MatTA and the Student alone, each
+with ``data.valid`` = ``valid/``, early stopping on the Student's validation
+AucLoss and the best weights restored) is trained next to it when that file
+exists; its saved model is scored on ``test/`` (and on ``valid/``, where the
+served level must reproduce the logged best validation AucLoss).  Reported:
+the recommended MatTA Student against today's MatTA Student at its best pass
+(issue 16: >= 5% lower) and against its twin, the recommended Student alone
+(lower); where each level peaked (``metrics.json``'s ``validation`` section)
+and whether the TA overfits.  Today's recipe has a constant learning rate, so
+``--max-passes N`` gives the first N passes of a longer run; the script warns
+when a best pass lies within 3 passes of that cap.
 
 Usage::
 
@@ -225,12 +233,39 @@ def _today(config, paths, schema, out_dir, mode, seed, overrides, max_passes):
             "best": {level: _best(scores.passes, level) for level in levels}}
 
 
+#: Keys of ``metrics.json``'s ``validation`` section (ValidationMonitor.report) the bench reads.
+VALIDATION_KEYS = ("level", "label", "every_rows", "evaluations", "curve", "best", "levels_best",
+                   "early_stopping", "restored", "ta_overfits")
+
+
+def _validation_section(metrics, out_dir):
+    """``metrics["validation"]`` with every key the bench reads, or a clear exit."""
+    section = metrics.get("validation")
+    if not isinstance(section, dict):
+        raise SystemExit(f"{out_dir}/metrics.json has no validation section: the recommended "
+                         "recipe must run with data.valid set")
+    missing = [k for k in VALIDATION_KEYS if k not in section]
+    missing += [f"early_stopping.{k}" for k in ("stopped", "stopped_at")
+                if k not in (section.get("early_stopping") or {})]
+    if missing or section["best"] is None:
+        raise SystemExit(f"{out_dir}/metrics.json validation section lacks {missing or ['best']}")
+    if section["every_rows"] is not None:
+        raise SystemExit("the bench counts passes: leave validation.every_rows null (one "
+                         "validation per pass)")
+    return section
+
+
 def _recommended(paths, schema, out_dir, mode, seed, overrides):
     """The recommended recipe (RECOMMENDED_CONFIG, validating on valid/); test AucLoss per head.
 
-    The hook for the fixed-data recipe: trains with ``data.valid`` set to
-    the preset's valid/ folder (early stopping restores the best weights) and
-    scores the final model on test/.
+    Trains with ``data.valid`` set to the preset's valid/ folder (early
+    stopping on the Student's validation AucLoss restores the best weights of
+    the whole nested model before ``model.keras`` is written), loads the run
+    back and scores it on test/.  The loaded model is scored on valid/ too:
+    its served level must reproduce the logged best validation AucLoss, which
+    checks that test/ is scored with the restored best weights.  The recipe
+    validates at the end of every pass (``validation.every_rows: null``), so
+    evaluation *k* is pass *k*.
     """
     import keras
 
@@ -239,47 +274,102 @@ def _recommended(paths, schema, out_dir, mode, seed, overrides):
     from matta_rec.training.online import evaluate_holdout
 
     keras.backend.clear_session()
-    run = dict(QUIET, **{"loss.label": "event", "data.valid": paths["valid"]})
+    run = dict(QUIET, **{"loss.label": "event", "data.holdout_fraction": None,
+                         "data.holdout_shards": 0, "data.valid": paths["valid"]})
     run.update(overrides, mode=mode, seed=seed)
     metrics = train_run(RECOMMENDED_CONFIG, paths["train"], schema, out_dir, overrides=run)
+    val = _validation_section(metrics, out_dir)
     loaded = load_run(out_dir)
-    levels = list(metrics.get("levels") or loaded.model.levels)
-    stream = LogStream(paths["test"], schema, batch_size=2048, root=paths["test"])
-    test = evaluate_holdout(loaded.model, stream, levels)["event"]
-    return {"mode": mode, "seed": seed, "test": {k: v["auc_loss"] for k, v in test.items()},
-            "metrics_valid": metrics.get("valid")}
+    levels = list(metrics["levels"])
+    scored = {}
+    for name in ("valid", "test"):
+        stream = LogStream(paths[name], schema, batch_size=2048, root=paths[name])
+        scored[name] = {k: v["auc_loss"] for k, v in
+                        evaluate_holdout(loaded.model, stream, levels)[val["label"]].items()}
+    best = val["best"]
+    if val["restored"] and abs(scored["valid"][val["level"]] - best["auc_loss"]) > 1e-4:
+        raise SystemExit(f"{out_dir}: the saved model scores {scored['valid'][val['level']]:.6f} "
+                         f"on valid/, the logged best is {best['auc_loss']:.6f}: the best "
+                         "weights were not restored")
+    stopped = val["early_stopping"]
+    return {"mode": mode, "seed": seed, "test": scored["test"], "valid": scored["valid"],
+            "passes_run": val["evaluations"], "restored": bool(val["restored"]),
+            "best_pass": best["evaluation"], "best_valid": best["auc_loss"],
+            "levels_best": {lvl: {"pass": b["evaluation"], "valid": b["auc_loss"]}
+                            for lvl, b in val["levels_best"].items()},
+            "stopped_early": bool(stopped["stopped"]),
+            "ta_overfits": val["ta_overfits"],
+            "valid_curve": [{lvl: e[val["label"]][lvl]["auc_loss"] for lvl in levels}
+                            for e in val["curve"]]}
+
+
+def _pick(runs, seed, mode):
+    return next((r for r in runs if r["seed"] == seed and r["mode"] == mode), None)
+
+
+def fixed_comparison(today, recommended, seeds):
+    """Per seed and mean: the test AucLoss of every arm and the two changes the issue targets.
+
+    ``vs_today = (recommended MatTA Student - today's MatTA Student at its best
+    valid pass) / today's`` (target <= -5%); ``vs_twin = (recommended MatTA
+    Student - recommended Student alone) / Student alone`` (target < 0).
+    """
+    rows = []
+    for seed in seeds:
+        m, s = _pick(today, seed, "matta"), _pick(today, seed, "student")
+        rm, rs = _pick(recommended, seed, "matta"), _pick(recommended, seed, "student")
+        row = {"seed": seed,
+               "today_student": m and m["best"]["student"]["test"],
+               "today_ta": m and m["best"]["ta"]["test"],
+               "today_alone": s and s["best"]["student"]["test"],
+               "rec_student": rm and rm["test"]["student"], "rec_ta": rm and rm["test"]["ta"],
+               "rec_alone": rs and rs["test"]["student"]}
+        row["vs_today"] = (None if row["rec_student"] is None or row["today_student"] is None
+                           else row["rec_student"] / row["today_student"] - 1)
+        row["vs_twin"] = (None if row["rec_student"] is None or row["rec_alone"] is None
+                          else row["rec_student"] / row["rec_alone"] - 1)
+        rows.append(row)
+    out = {"per_seed": rows}
+    for key in ("today_student", "today_ta", "today_alone", "rec_student", "rec_ta", "rec_alone",
+                "vs_today", "vs_twin"):
+        out[key + "_mean"], out[key + "_sd"] = _mean_sd(r[key] for r in rows)
+    return out
 
 
 def fixed_table(today, recommended, seeds) -> str:
-    def pick(runs, seed, mode):
-        return next((r for r in runs if r["seed"] == seed and r["mode"] == mode), None)
+    """The fixed-preset table: test AucLoss, in brackets the pass chosen on valid/."""
+    comparison = fixed_comparison(today, recommended, seeds)
 
-    lines = ["| seed | today: MatTA Student (best pass) | today: MatTA TA (best pass) | "
-             "today: Student alone (best pass) | recommended: MatTA Student | recommended: "
-             "Student alone | recommended vs today's MatTA Student |",
-             "|---:|---:|---:|---:|---:|---:|---:|"]
-    changes = []
-    for seed in seeds:
-        m, s = pick(today, seed, "matta"), pick(today, seed, "student")
-        rm, rs = pick(recommended, seed, "matta"), pick(recommended, seed, "student")
-        cell = lambda b: "-" if b is None else f"{b['test']:.4f} ({b['pass']})"  # noqa: E731
-        ms = m["best"]["student"] if m else None
-        change = None
-        if rm and ms:
-            change = (rm["test"]["student"] - ms["test"]) / ms["test"]
-            changes.append(change)
-        lines.append(f"| {seed} | {cell(ms)} | {cell(m['best'].get('ta') if m else None)} | "
-                     f"{cell(s['best']['student'] if s else None)} | "
-                     f"{_f(rm['test']['student'] if rm else None)} | "
-                     f"{_f(rs['test']['student'] if rs else None)} | {_pct(change)} |")
-    mean, sd = _mean_sd(changes)
-    if mean is not None:
-        lines.append(f"| mean (sd) | | | | | | {_pct(mean)} ({_pct(sd, False)}) |")
+    def cell(value, best_pass=None):
+        return _f(value) + ("" if value is None or best_pass is None else f" ({best_pass})")
+
+    lines = ["| seed | today: MatTA Student | today: MatTA TA | today: Student alone | "
+             "recommended: MatTA Student | recommended: MatTA TA | recommended: Student alone | "
+             "recommended MatTA Student vs today's | vs its twin |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for row in comparison["per_seed"]:
+        seed = row["seed"]
+        m, s = _pick(today, seed, "matta"), _pick(today, seed, "student")
+        rm, rs = _pick(recommended, seed, "matta"), _pick(recommended, seed, "student")
+        lines.append(
+            f"| {seed} | {cell(row['today_student'], m and m['best']['student']['pass'])} | "
+            f"{cell(row['today_ta'], m and m['best']['ta']['pass'])} | "
+            f"{cell(row['today_alone'], s and s['best']['student']['pass'])} | "
+            f"{cell(row['rec_student'], rm and rm['best_pass'])} | "
+            f"{cell(row['rec_ta'], rm and rm['best_pass'])} | "
+            f"{cell(row['rec_alone'], rs and rs['best_pass'])} | "
+            f"{_pct(row['vs_today'])} | {_pct(row['vs_twin'])} |")
+    c = comparison
+    lines.append(f"| mean (sd) | {_f(c['today_student_mean'])} | {_f(c['today_ta_mean'])} | "
+                 f"{_f(c['today_alone_mean'])} | {_f(c['rec_student_mean'])} | "
+                 f"{_f(c['rec_ta_mean'])} | {_f(c['rec_alone_mean'])} | "
+                 f"{_pct(c['vs_today_mean'])} ({_pct(c['vs_today_sd'], False)}) | "
+                 f"{_pct(c['vs_twin_mean'])} ({_pct(c['vs_twin_sd'], False)}) |")
     return "\n".join(lines)
 
 
-def _overfit_lines(today):
-    """Say, per MatTA run, where each head peaked and whether the TA ended worse."""
+def _overfit_lines(today, max_passes):
+    """Per MatTA run of today's recipe: where each head peaked, whether the TA ended worse."""
     out = []
     for run in (r for r in today if r["mode"] == "matta"):
         last = run["passes"][-1]["valid"]
@@ -287,10 +377,34 @@ def _overfit_lines(today):
         verdict = ("the TA overfits: its last-pass valid AucLoss is above the Student's"
                    if last.get("ta", 0) > last["student"] else "the TA stays below the Student")
         rise = {lvl: last[lvl] / best[lvl]["valid"] - 1 for lvl in ("student", "ta")}
-        out.append(f"seed {run['seed']}: Student best at pass {best['student']['pass']}, TA at "
-                   f"pass {best['ta']['pass']}; after pass {len(run['passes'])} valid AucLoss "
-                   f"TA {last['ta']:.4f} ({100 * rise['ta']:+.0f}% from its best) vs Student "
-                   f"{last['student']:.4f} ({100 * rise['student']:+.0f}%): {verdict}")
+        out.append(f"today's recipe, seed {run['seed']}: Student best at pass "
+                   f"{best['student']['pass']}, TA at pass {best['ta']['pass']}; after pass "
+                   f"{len(run['passes'])} valid AucLoss TA {last['ta']:.4f} "
+                   f"({100 * rise['ta']:+.0f}% from its best) vs Student {last['student']:.4f} "
+                   f"({100 * rise['student']:+.0f}%): {verdict}")
+    near = sorted({f"seed {r['seed']} {r['mode']} {lvl} (pass {b['pass']})" for r in today
+                   for lvl, b in r["best"].items() if b["pass"] > max_passes - 3})
+    if near:
+        out.append(f"WARNING: best pass within 3 of the cap of {max_passes} for "
+                   + ", ".join(near) + ": the cap may cut today's recipe short; rerun with a "
+                   "larger --max-passes")
+    return out
+
+
+def _recommended_lines(recommended):
+    """Per recommended MatTA run: each level's best pass, the stop and the TA-overfits verdict."""
+    out = []
+    for run in (r for r in recommended if r["mode"] == "matta"):
+        best, over = run["levels_best"], run["ta_overfits"] or {}
+        verdict = ("the TA's valid AucLoss is above the Student's at "
+                   + ", ".join(f"pass {p['evaluation']}" for p in over["points"])
+                   if over.get("any") else "the TA stays below the Student on every pass")
+        out.append(f"recommended recipe, seed {run['seed']}: Student best at pass "
+                   f"{best['student']['pass']} (valid {best['student']['valid']:.4f}), TA at pass "
+                   f"{best['ta']['pass']} (valid {best['ta']['valid']:.4f}); "
+                   + ("stopped early" if run["stopped_early"] else "ran to the epoch cap")
+                   + f" after {run['passes_run']} passes, best weights "
+                   + ("restored" if run["restored"] else "NOT restored") + f"; {verdict}")
     return out
 
 
@@ -320,17 +434,24 @@ def run_fixed(args, overrides):
                 rec = _recommended(paths, schema, os.path.join(args.out, f"rec-{mode}-{seed}"),
                                    mode, seed, overrides)
                 recommended.append(rec)
-                print(f"seed {seed} recommended {mode:7s}: test " + "  ".join(
-                    f"{lvl} {v:.4f}" for lvl, v in rec["test"].items()), flush=True)
+                print(f"seed {seed} recommended {mode:7s}: best pass {rec['best_pass']} of "
+                      f"{rec['passes_run']}; test " + "  ".join(
+                          f"{lvl} {v:.4f}" for lvl, v in rec["test"].items()), flush=True)
     text = fixed_table(today, recommended, args.seeds)
-    notes = _overfit_lines(today)
+    comparison = fixed_comparison(today, recommended, args.seeds)
+    notes = _overfit_lines(today, max_passes) + _recommended_lines(recommended)
     print("\n" + text + "\n\n" + "\n".join(notes))
-    footer = (f"Test AucLoss on `test/` (a separate 50,000-row draw); in brackets the pass "
-              f"(of {max_passes}) chosen on `valid/` for that head. "
-              + ("" if have_recipe else "The recommended recipe "
-                 f"(`{os.path.relpath(RECOMMENDED_CONFIG, ROOT)}`) did not exist when this ran.")
+    rel = os.path.relpath(RECOMMENDED_CONFIG, ROOT)
+    footer = (f"Test AucLoss on `test/` (a separate 50,000-row draw), clicks as the label. Today's "
+              f"recipe: in brackets each head's pass (of {max_passes}) chosen on `valid/`. "
+              + (f"Recommended (`{rel}`): in brackets the pass whose weights early stopping "
+                 f"restored (the Student's best on `valid/`; the TA is scored at that pass too). "
+                 if have_recipe else f"The recommended recipe (`{rel}`) did not exist when "
+                 "this ran. ")
+              + f"Seeds {' '.join(map(str, args.seeds))}."
               + "\n\n" + "\n".join(f"* {line}" for line in notes))
     return {"today": today, "recommended": recommended, "max_passes": max_passes,
+            "comparison": comparison,
             "recommended_config": RECOMMENDED_CONFIG if have_recipe else None}, \
         text + "\n\n" + footer
 
