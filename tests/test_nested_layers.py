@@ -410,3 +410,36 @@ def test_keras_file_saved_with_deprecated_keywords_loads(tmp_path):
     assert loaded.get_layer("cross").get_config()["projection_dim"] == [2, 4]
     for a, b in zip(model([x4, x8]), loaded([x4, x8])):
         np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+def test_each_level_of_a_shared_kernel_starts_at_its_own_initializer_scale():
+    """init_per_level: the Student's block is a Glorot draw at the Student's
+    shape (variance 2 / (fan_in + fan_out)), not at the TA's."""
+    keras.utils.set_random_seed(0)
+    layer = MNestedDense(units=(64, 256))
+    layer.build((None, 512))
+    kernel = layer.kernel.numpy()
+    student = kernel[:512, :64]
+    ta_only = kernel[:, 64:]
+    np.testing.assert_allclose(student.var(), 2.0 / (512 + 64), rtol=0.05)
+    np.testing.assert_allclose(ta_only.var(), 2.0 / (512 + 256), rtol=0.05)
+    keras.utils.set_random_seed(0)
+    flat = MNestedDense(units=(64, 256), init_per_level=False)
+    flat.build((None, 512))
+    np.testing.assert_allclose(flat.kernel.numpy()[:, :64].var(), 2.0 / (512 + 256), rtol=0.05)
+    assert MNestedDense.from_config(flat.get_config()).init_per_level is False
+    with pytest.raises(ValueError, match="init_per_level"):
+        MNestedDense(units=(4, 8), init_per_level="yes")
+
+
+def test_per_level_blocks_are_independent_draws():
+    """The Student's block is not the TA draw's values again (a Keras
+    initializer instance repeats its random stream on every call: the
+    Student's row 1 would then be a multiple of the TA's row 0, columns
+    32..63)."""
+    for initializer in ("glorot_uniform", keras.initializers.GlorotUniform(seed=3)):
+        layer = MNestedDense(units=(32, 128), kernel_initializer=initializer)
+        layer.build((None, 64))
+        kernel = layer.kernel.numpy()
+        correlation = np.corrcoef(kernel[1, :32], kernel[0, 32:64])[0, 1]
+        assert abs(correlation) < 0.9, correlation

@@ -285,5 +285,6 @@ def test_nested_model_writes_a_plain_savedmodel(tmp_path):
                         signatures={"serving_default": serve.get_concrete_function()})
     loaded = tf.saved_model.load(str(tmp_path / "sm"))
     got = loaded.signatures["serving_default"](**{k: tf.constant(v) for k, v in batch.items()})
-    for level in model.levels:
-        np.testing.assert_allclose(got[level].numpy(), expected[level].numpy(), atol=1e-6)
+    for level in model.levels:  # graph vs eager: a few float32 ulps apart
+        np.testing.assert_allclose(got[level].numpy(), expected[level].numpy(), rtol=2e-6,
+                                   atol=1e-6)

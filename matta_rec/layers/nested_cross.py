@@ -84,6 +84,11 @@ class MNestedCross(keras.layers.Layer):
             ``x0 * (W x_l + b + diag_scale * x_l)`` before the residual
             ``+ x_l``, in training only; one mask per level.  Defaults to 0
             (no dropout op).
+        init_per_level: bool, passed to the layer's nested Dense kernels
+            (:class:`MNestedDense`): each level's block drawn at that level's
+            own shape.  A block only larger levels run (depth nesting) passes
+            ``False``: its kernels are drawn whole at the shape of the levels
+            that use them.
         seed: int or ``None``, seed of the dropout masks.
         **kwargs: base ``keras.layers.Layer`` arguments.
 
@@ -123,6 +128,7 @@ class MNestedCross(keras.layers.Layer):
         kernel_regularizer: Any = None,
         bias_regularizer: Any = None,
         dropout: float = 0.0,
+        init_per_level: bool = True,
         seed: int | None = None,
         **kwargs: Any,
     ) -> None:
@@ -153,6 +159,11 @@ class MNestedCross(keras.layers.Layer):
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
         self.bias_regularizer = keras.regularizers.get(bias_regularizer)
         self.dropout = check_rate(dropout, "dropout")
+        if not isinstance(init_per_level, bool):
+            raise ValueError(
+                f"`init_per_level` must be True or False. Received: {init_per_level!r}"
+            )
+        self.init_per_level = init_per_level
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed) if self.dropout else None
 
@@ -170,6 +181,7 @@ class MNestedCross(keras.layers.Layer):
                 "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
                 "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
                 "dropout": self.dropout,
+                "init_per_level": self.init_per_level,
                 "seed": self.seed,
             }
         )
@@ -200,6 +212,7 @@ class MNestedCross(keras.layers.Layer):
                 units=self.projection_dim,
                 use_bias=False,
                 share_weights=self.share_weights,
+            init_per_level=self.init_per_level,
                 kernel_initializer=self._initializer(self.kernel_initializer),
                 kernel_regularizer=self.kernel_regularizer,
                 dtype=self.dtype_policy,
@@ -217,6 +230,7 @@ class MNestedCross(keras.layers.Layer):
             activation=keras.activations.serialize(self.pre_activation),
             use_bias=self.use_bias,
             share_weights=self.share_weights,
+            init_per_level=self.init_per_level,
             kernel_initializer=self._initializer(self.kernel_initializer),
             bias_initializer=self._initializer(self.bias_initializer),
             kernel_regularizer=self.kernel_regularizer,

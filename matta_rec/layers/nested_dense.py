@@ -83,6 +83,15 @@ class MNestedDense(keras.layers.Layer):
             bias of the level's shape (independent models with identical
             shapes; the paper's Table 4 ablation).
         kernel_initializer: initializer of the kernel(s).
+        init_per_level: bool.  With shared weights, ``True`` (default) draws
+            each level's block of the kernel with ``kernel_initializer`` at
+            that level's own shape (the TA's kernel first, then each smaller
+            level that runs the layer gets its top-left block redrawn, the
+            Student's last), so every level starts as if it were built alone: a fan-in/fan-out scaled
+            initializer (Glorot, He) drawn at the TA's shape gives the
+            Student's block a scale up to ~2x too small, which slows a short
+            run's Student down.  ``False`` draws the whole kernel at the
+            TA's shape.
         bias_initializer: initializer of the bias(es).
         kernel_regularizer: regularizer of the kernel(s).
         bias_regularizer: regularizer of the bias(es).
@@ -142,6 +151,7 @@ class MNestedDense(keras.layers.Layer):
         normalization: str | None = None,
         dropout: float = 0.0,
         seed: int | None = None,
+        init_per_level: bool = True,
         **kwargs: Any,
     ) -> None:
         legacy = pop_deprecated(kwargs, "MNestedDense", _LEGACY_UNITS, {"units": units})
@@ -169,6 +179,11 @@ class MNestedDense(keras.layers.Layer):
                 f"`normalization` must be one of {NORMALIZATIONS}. "
                 f"Received: normalization={normalization!r}"
             )
+        if not isinstance(init_per_level, bool):
+            raise ValueError(
+                f"`init_per_level` must be True or False. Received: {init_per_level!r}"
+            )
+        self.init_per_level = init_per_level
         self.normalization = normalization
         self.dropout = check_rate(dropout, "dropout")
         self.seed = seed
@@ -195,6 +210,7 @@ class MNestedDense(keras.layers.Layer):
                 "normalization": self.normalization,
                 "dropout": self.dropout,
                 "seed": self.seed,
+                "init_per_level": self.init_per_level,
             }
         )
         return config
@@ -203,9 +219,44 @@ class MNestedDense(keras.layers.Layer):
     def num_levels(self) -> int:
         return len(self.units)
 
+    def _kernel_init(self, owner: int):
+        """The initializer of the kernel ``owner`` holds.
+
+        Shared weights with ``init_per_level``: the TA-shaped draw, then each
+        smaller level's top-left block drawn at its own shape, largest
+        first (see ``init_per_level``).
+        """
+        base = self.kernel_initializer
+        if not (self.share_weights and self.init_per_level) or owner != self.num_levels - 1:
+            return base
+        # Only the levels that run the layer: a block only larger levels run
+        # (depth nesting) is drawn whole at the shape of the levels that use it.
+        blocks = [(self.input_dims[level], self.units[level])
+                  for level in range(owner - 1, -1, -1) if level in self._running_levels]
+
+        def fresh(index: int):
+            # A Keras initializer instance draws the same values on every call
+            # (its seed is fixed when it is made): each block needs its own
+            # instance, or the blocks would repeat the TA draw's values.
+            config = base.get_config()
+            if config.get("seed") is not None:
+                config["seed"] = int(config["seed"]) + 7919 * (index + 1)
+            return base.__class__.from_config(config)
+
+        def initializer(shape, dtype=None):
+            kernel = base(shape, dtype=dtype)
+            for index, (rows, cols) in enumerate(blocks):
+                if (rows, cols) != tuple(shape):
+                    block = fresh(index)((rows, cols), dtype=dtype)
+                    kernel = ops.slice_update(kernel, (0, 0), block)
+            return kernel
+
+        return initializer
+
     def build(self, input_shape: Any) -> None:
         shapes, _ = split_shapes(input_shape, self.num_levels, self.name)
         self.input_dims = input_widths(shapes, self.name)
+        self._running_levels = tuple(level for level, s in enumerate(shapes) if s is not None)
         last = self.num_levels - 1
         if self.share_weights:
             # One variable set, the TA's; a level built with shape None still
@@ -225,7 +276,7 @@ class MNestedDense(keras.layers.Layer):
             self._kernels[level] = self.add_weight(
                 name="kernel" + suffix,
                 shape=(m, n),
-                initializer=self.kernel_initializer,
+                initializer=self._kernel_init(level),
                 regularizer=self.kernel_regularizer,
                 constraint=self.kernel_constraint,
             )

@@ -73,6 +73,11 @@ class MNestedGAU(keras.layers.Layer):
         dropout: float in ``[0, 1)``, dropout rate on the residual branch
             (``(u * (A v)) @ W_o`` before it is added to ``x_i``), in training
             only; one mask per level.  Defaults to 0 (no dropout op).
+        init_per_level: bool, passed to the layer's nested Dense kernels
+            (:class:`MNestedDense`): each level's block drawn at that level's
+            own shape.  A block only larger levels run (depth nesting) passes
+            ``False``: its kernels are drawn whole at the shape of the levels
+            that use them.
         seed: int or ``None``, seed of the dropout masks.
         **kwargs: base ``keras.layers.Layer`` arguments.
 
@@ -106,6 +111,7 @@ class MNestedGAU(keras.layers.Layer):
         kernel_initializer: Any = "glorot_uniform",
         kernel_regularizer: Any = None,
         dropout: float = 0.0,
+        init_per_level: bool = True,
         seed: int | None = None,
         **kwargs: Any,
     ) -> None:
@@ -136,6 +142,11 @@ class MNestedGAU(keras.layers.Layer):
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
         self.dropout = check_rate(dropout, "dropout")
+        if not isinstance(init_per_level, bool):
+            raise ValueError(
+                f"`init_per_level` must be True or False. Received: {init_per_level!r}"
+            )
+        self.init_per_level = init_per_level
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed) if self.dropout else None
 
@@ -151,6 +162,7 @@ class MNestedGAU(keras.layers.Layer):
                 "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
                 "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
                 "dropout": self.dropout,
+                "init_per_level": self.init_per_level,
                 "seed": self.seed,
             }
         )
@@ -165,6 +177,7 @@ class MNestedGAU(keras.layers.Layer):
             units=tuple(units),
             activation=activation,
             share_weights=self.share_weights,
+            init_per_level=self.init_per_level,
             kernel_initializer=keras.initializers.get(
                 keras.initializers.serialize(self.kernel_initializer)
             ),

@@ -180,6 +180,8 @@ def _make_block(block: Mapping, options: Mapping, share: bool, dtype: Any):
             use_norm=bool(options["gau_norm"]),
             share_weights=share,
             dropout=float(options.get("gau_dropout", 0.0)),
+            # a block only larger levels run: drawn whole at their shape
+            init_per_level=block["min_level"] == 0,
             dtype=dtype,
             name=f"gau_{source}",
         )
@@ -189,6 +191,7 @@ def _make_block(block: Mapping, options: Mapping, share: bool, dtype: Any):
             diag_scale=float(options["cross_diag_scale"]),
             share_weights=share,
             dropout=float(options.get("cross_dropout", 0.0)),
+            init_per_level=block["min_level"] == 0,
             dtype=dtype,
             name=f"cross_{source}",
         )
