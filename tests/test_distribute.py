@@ -8,7 +8,6 @@ shards 2k and 2k+1: the same rows, in the same order, as one process reads."""
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -21,7 +20,7 @@ from matta_rec.training import load_run, train_run
 
 sys.path.insert(0, os.path.dirname(__file__))
 from train_testlib import tiny_config  # noqa: E402
-from worker_testlib import write_uneven_logs  # noqa: E402
+from worker_testlib import free_ports, write_uneven_logs  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -94,22 +93,12 @@ def test_mirrored_two_logical_cpus_matches_single_device(single, logs, tmp_path)
     _assert_same_training(single, metrics, out)
 
 
-def _free_ports(n):
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 def _train_multi_worker(config, logs, tmp_path):
     """Train with two worker processes on 127.0.0.1; returns (metrics, run dir)."""
     out = str(tmp_path / "run")
     config_path = tmp_path / "run.yaml"
     config_path.write_text(yaml.safe_dump(config))
-    workers = [f"127.0.0.1:{p}" for p in _free_ports(2)]
+    workers = [f"127.0.0.1:{p}" for p in free_ports(2)]
     procs = []
     for index in range(2):
         env = dict(os.environ, CUDA_VISIBLE_DEVICES="-1", TF_CPP_MIN_LOG_LEVEL="2",

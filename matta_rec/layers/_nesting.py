@@ -120,6 +120,13 @@ def legacy_widths(given: Mapping, old: Sequence[str], student_default: Any = Non
     return (student, *intermediate, ta)
 
 
+def check_flag(value: Any, name: str) -> bool:
+    """A boolean argument: ``True`` or ``False`` (not 0 / 1 / a string)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"`{name}` must be True or False. Received: {value!r}")
+    return value
+
+
 def check_rate(value: Any, name: str) -> float:
     """A dropout rate: a number in ``[0, 1)``, returned as a float."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:

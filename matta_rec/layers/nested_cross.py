@@ -8,6 +8,7 @@ import keras
 from keras import ops
 
 from matta_rec.layers._nesting import (
+    check_flag,
     check_rate,
     input_widths,
     per_level,
@@ -159,11 +160,7 @@ class MNestedCross(keras.layers.Layer):
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
         self.bias_regularizer = keras.regularizers.get(bias_regularizer)
         self.dropout = check_rate(dropout, "dropout")
-        if not isinstance(init_per_level, bool):
-            raise ValueError(
-                f"`init_per_level` must be True or False. Received: {init_per_level!r}"
-            )
-        self.init_per_level = init_per_level
+        self.init_per_level = check_flag(init_per_level, "init_per_level")
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed) if self.dropout else None
 

@@ -9,6 +9,7 @@ import tensorflow as tf
 from keras import ops
 
 from matta_rec.layers._nesting import (
+    check_flag,
     check_rate,
     input_widths,
     level_dropout,
@@ -179,11 +180,7 @@ class MNestedDense(keras.layers.Layer):
                 f"`normalization` must be one of {NORMALIZATIONS}. "
                 f"Received: normalization={normalization!r}"
             )
-        if not isinstance(init_per_level, bool):
-            raise ValueError(
-                f"`init_per_level` must be True or False. Received: {init_per_level!r}"
-            )
-        self.init_per_level = init_per_level
+        self.init_per_level = check_flag(init_per_level, "init_per_level")
         self.normalization = normalization
         self.dropout = check_rate(dropout, "dropout")
         self.seed = seed

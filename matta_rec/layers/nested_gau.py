@@ -9,6 +9,7 @@ import tensorflow as tf
 from keras import ops
 
 from matta_rec.layers._nesting import (
+    check_flag,
     check_rate,
     input_widths,
     level_dropout,
@@ -142,11 +143,7 @@ class MNestedGAU(keras.layers.Layer):
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
         self.dropout = check_rate(dropout, "dropout")
-        if not isinstance(init_per_level, bool):
-            raise ValueError(
-                f"`init_per_level` must be True or False. Received: {init_per_level!r}"
-            )
-        self.init_per_level = init_per_level
+        self.init_per_level = check_flag(init_per_level, "init_per_level")
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed) if self.dropout else None
 
