@@ -330,6 +330,10 @@ class PublishCallback(TrainingCallback):
         self._log = log
         self._info: TrainingInfo | None = None
 
+    @property
+    def wants_batches(self) -> bool:
+        return self.gate is not None  # without publish.export_base, nothing to do per batch
+
     def on_train_begin(self, info: TrainingInfo) -> None:
         settings = info.config.publish
         if not settings.export_base or not info.chief:

@@ -79,6 +79,16 @@ class TrainingCallback:
     See the module docstring for when each method runs.
     """
 
+    @property
+    def wants_batches(self) -> bool:
+        """Whether ``on_batch_begin`` / ``on_batch_end`` should be called.
+
+        Read after ``on_train_begin``; a callback that finds nothing to do
+        there (a publication gate without ``publish.export_base``) returns
+        ``False``, and the loop then skips handing it each batch as NumPy.
+        """
+        return True
+
     def on_train_begin(self, info: TrainingInfo) -> None:
         """Training of this process starts (after any restore)."""
 
@@ -133,17 +143,24 @@ class CallbackList:
     def __bool__(self) -> bool:
         return bool(self.callbacks)
 
+    @property
+    def wants_batches(self) -> bool:
+        """Some callback wants the batches (see :attr:`TrainingCallback.wants_batches`)."""
+        return any(callback.wants_batches for callback in self.callbacks)
+
     def on_train_begin(self, info: TrainingInfo) -> None:
         for callback in self.callbacks:
             callback.on_train_begin(info)
 
     def on_batch_begin(self, rows_end: int, features, labels) -> None:
         for callback in self.callbacks:
-            callback.on_batch_begin(rows_end, features, labels)
+            if callback.wants_batches:
+                callback.on_batch_begin(rows_end, features, labels)
 
     def on_batch_end(self, rows_end: int, features, labels, logits) -> None:
         for callback in self.callbacks:
-            callback.on_batch_end(rows_end, features, labels, logits)
+            if callback.wants_batches:
+                callback.on_batch_end(rows_end, features, labels, logits)
 
     def on_checkpoint(self, rows_end: int) -> None:
         for callback in self.callbacks:

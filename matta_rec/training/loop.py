@@ -231,9 +231,9 @@ class _TrainingSession:
         """The split of the shards present now with the hold-out recorded in ``path``."""
         recorded = read_json(path)["holdout"]
         present = split_holdout(self.data, self.schema, 0)
-        return HoldoutSplit(present.root,
-                            tuple(s for s in present.train if s not in set(recorded)),
-                            tuple(s for s in recorded if s in set(present.train)))
+        held, shards = set(recorded), set(present.train)
+        return HoldoutSplit(present.root, tuple(s for s in present.train if s not in held),
+                            tuple(s for s in recorded if s in shards))
 
     def _stream(self, **options):
         """A stream of the data root minus the hold-out shards (``batch_size``
@@ -485,24 +485,23 @@ class _TrainingSession:
             features = {k: v[:keep] for k, v in features.items()}
             labels = {k: v[:keep] for k, v in labels.items()}
             batch_rows_end = max_rows
-        if self.callbacks:
-            self.callbacks.on_batch_begin(batch_rows_end,
-                                          {k: v.numpy() for k, v in features.items()},
-                                          {k: v.numpy() for k, v in labels.items()})
+        labels_np = {k: v.numpy() for k, v in labels.items()}
+        batch_callbacks = self.callbacks.wants_batches
+        features_np = {k: v.numpy() for k, v in features.items()} if batch_callbacks else None
+        if batch_callbacks:
+            self.callbacks.on_batch_begin(batch_rows_end, features_np, labels_np)
         logs, weight, logits = self.train_step(features, labels)
         self.rows_here += batch_rows_end - self.rows_end
         self.rows_end = batch_rows_end
         step = int(self.optimizer.iterations.numpy())
         self.monitor.heartbeat.beat(self.rows_end, step)
         logits_np = {k: v.numpy() for k, v in logits.items()}
-        labels_np = {k: v.numpy() for k, v in labels.items()}
         self._check_finite(logits_np)
         finished = self.online.add(labels_np, logits_np, self.rows_end)
         if finished is not None:
             self.window = finished
-        if self.callbacks:
-            self.callbacks.on_batch_end(self.rows_end, {k: v.numpy() for k, v in features.items()},
-                                        labels_np, logits_np)
+        if batch_callbacks:
+            self.callbacks.on_batch_end(self.rows_end, features_np, labels_np, logits_np)
         return self._after_step(step, logs, weight, finished)
 
     def _after_step(self, step: int, logs: Mapping, weight, finished: dict | None) -> bool:

@@ -266,7 +266,7 @@ class MultiWorkerSession(_TrainingSession):
         rows_end = self.rows_end + total
         local_x = {k: v[:mine].numpy() for k, v in features.items()} if mine else {}
         local_y = {k: v[:mine].numpy() for k, v in labels.items()} if mine else {}
-        if self.callbacks and mine:
+        if self.callbacks.wants_batches and mine:
             self.callbacks.on_batch_begin(rows_end, local_x, local_y)
         x, y = self._padded(features, labels, mine)
         logs, weight, logits, gathered = self.train_step(worker_values(self.strategy, x),
@@ -283,7 +283,7 @@ class MultiWorkerSession(_TrainingSession):
         finished = self.online.add(labels_np, logits_np, self.rows_end)
         if finished is not None:
             self.window = finished
-        if self.callbacks and mine:
+        if self.callbacks.wants_batches and mine:
             lo = self.worker * size
             self.callbacks.on_batch_end(self.rows_end, local_x, local_y,
                                         {k: v[lo:lo + mine] for k, v in logits_all.items()})
