@@ -150,6 +150,32 @@ def summarize_curve(curve: list[dict], levels) -> dict:
     return out
 
 
+def score_stream(predict, stream, levels) -> tuple[dict, dict]:
+    """Labels and per-level scores of a whole stream, concatenated.
+
+    Args:
+        predict: maps a batch of raw features to ``{level: logits [B]}``.
+        stream: a :class:`~matta_rec.data.reader.LogStream`.
+        levels: the heads to score.
+
+    Returns:
+        ``(labels, scores)``: ``{label key: array}`` (``{}`` for an empty
+        stream) and ``{level: array}``.
+    """
+    labels: dict[str, list] = {}
+    scores: dict[str, list] = {level: [] for level in levels}
+    for features, y in stream.dataset():
+        out = predict(features)
+        for level in levels:
+            scores[level].append(out[level].numpy())
+        for key, value in y.items():
+            labels.setdefault(key, []).append(value.numpy())
+    if not labels:
+        return {}, {}
+    return ({k: np.concatenate(v) for k, v in labels.items()},
+            {k: np.concatenate(v) for k, v in scores.items()})
+
+
 def evaluate_holdout(model, stream, levels) -> dict:
     """Exact AUROC / AucLoss / logloss of every head on a (hold-out) stream.
 
@@ -170,18 +196,9 @@ def evaluate_holdout(model, stream, levels) -> dict:
         out = model(features, training=False)
         return {k: tf.reshape(out[k], [-1]) for k in levels}
 
-    labels: dict[str, list] = {}
-    scores: dict[str, list] = {level: [] for level in levels}
-    for features, y in stream.dataset():
-        out = predict(features)
-        for level in levels:
-            scores[level].append(out[level].numpy())
-        for key, value in y.items():
-            labels.setdefault(key, []).append(value.numpy())
-    if not labels:
+    y, s = score_stream(predict, stream, levels)
+    if not y:
         return {"rows": 0}
-    y = {k: np.concatenate(v) for k, v in labels.items()}
-    s = {k: np.concatenate(v) for k, v in scores.items()}
     w = y.get("weight")
     result: dict[str, Any] = {"rows": int(len(y["target"]))}
     result["target"] = {level: exact_metrics(y["target"], s[level], w) for level in levels}

@@ -76,12 +76,11 @@ import json
 import time
 from typing import Any, Sequence
 
-import numpy as np
 import tensorflow as tf
 
 from matta_rec.data import filesystem as fs
 from matta_rec.errors import ConfigError, DataError
-from matta_rec.training.online import exact_metrics
+from matta_rec.training.online import exact_metrics, score_stream
 
 __all__ = ["ValidationMonitor"]
 
@@ -323,19 +322,10 @@ class ValidationMonitor:
 
     def _score(self) -> dict:
         """Exact metrics of every level on the whole validation set."""
-        labels: dict[str, list] = {}
-        scores: dict[str, list] = {level: [] for level in self.levels}
-        for features, y in self.stream.dataset():
-            out = self._predict(features)
-            for level in self.levels:
-                scores[level].append(out[level].numpy())
-            for key, value in y.items():
-                labels.setdefault(key, []).append(np.asarray(value))
-        if not labels:
+        y, s = score_stream(self._predict, self.stream, self.levels)
+        if not y:
             raise DataError("the validation set holds no rows", file=self.data,
                             fix="pass --valid DIR (data.valid) with at least one non-empty shard")
-        y = {k: np.concatenate(v) for k, v in labels.items()}
-        s = {k: np.concatenate(v) for k, v in scores.items()}
         if self.label not in y:
             raise DataError(f"the validation shards have no {self.label} label", file=self.data,
                             fix="--set validation.label=target")
