@@ -11,6 +11,8 @@ from __future__ import annotations
 import warnings
 from typing import Any, Mapping, Sequence
 
+import tensorflow as tf
+
 
 def per_level(value: Any, name: str, allow_none: bool = False) -> tuple:
     """Validate a per-level size argument; return one entry per level.
@@ -260,6 +262,24 @@ def track_per_level(layer: Any, *names: str) -> None:
                 track(variable, name=path, overwrite=True)
 
 
+def prefix(x: Any, widths: Sequence[int]):
+    """The leading block ``x[..., :w_1, ..., :w_k]`` of the last ``k`` axes.
+
+    The block a smaller level reads from a larger level's weight or
+    activation.  ``x`` itself when it is already that size (no op).
+    Otherwise one ``Slice`` op, whose gradient is a ``Pad``: TensorFlow
+    computes it about twice as fast as the ``StridedSliceGrad`` of Python
+    indexing (``x[..., :w]``), and a MatTA step takes the gradient of every
+    slice (``bench/forward_cost.py``).  The values are the same.
+    """
+    widths = tuple(int(w) for w in widths)
+    shape = tuple(x.shape)
+    if shape[len(shape) - len(widths):] == widths:
+        return x
+    size = [-1] * (len(shape) - len(widths)) + list(widths)
+    return tf.slice(x, [0] * len(shape), size)
+
+
 def level_prefix(params: dict, level: int, width: int, shared: bool, num_levels: int):
     """The variable level ``level`` uses from a per-level store.
 
@@ -267,6 +287,5 @@ def level_prefix(params: dict, level: int, width: int, shared: bool, num_levels:
     no slice op when the level uses all of it; unshared: the level's own.
     """
     if shared:
-        param = params[num_levels - 1]
-        return param if width == param.shape[-1] else param[..., :width]
+        return prefix(params[num_levels - 1], (width,))
     return params[level]

@@ -16,6 +16,7 @@ from matta_rec.layers._nesting import (
     legacy_widths,
     level_suffix,
     level_prefix,
+    prefix,
     per_level,
     per_level_store,
     pop_deprecated,
@@ -323,10 +324,8 @@ class MNestedDense(keras.layers.Layer):
                     f"Layer '{self.name}': input width {m} exceeds the TA input width "
                     f"{self.input_dims[-1]}."
                 )
-            kernel = self._kernels[self.num_levels - 1]
-            if (m, n) == tuple(kernel.shape):
-                return kernel  # the TA (or a one-level layer): no slice op
-            return kernel[:m, :n]
+            # The TA (or a one-level layer) reads the whole kernel: no slice op.
+            return prefix(self._kernels[self.num_levels - 1], (m, n))
         if level not in self._kernels:
             raise ValueError(
                 f"Layer '{self.name}' has independent weights per level and level "
@@ -359,7 +358,7 @@ class MNestedDense(keras.layers.Layer):
                 y = ops.add(y, self._biases[self.num_levels - 1])
             if activation is not None:
                 y = activation(y)
-            outputs = tuple(y if n == self.units[-1] else y[..., :n] for n in self.units)
+            outputs = tuple(prefix(y, (n,)) for n in self.units)
         else:
             outputs = []
             for level, x in enumerate(xs):

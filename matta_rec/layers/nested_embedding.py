@@ -14,6 +14,7 @@ from matta_rec.layers._nesting import (
     per_level,
     per_level_store,
     pop_deprecated,
+    prefix,
     track_per_level,
 )
 from matta_rec.layers.variable_roles import mark_embedding_table
@@ -287,9 +288,7 @@ class MNestedFeatureEmbedding(keras.layers.Layer):
         penalise = bool(training) and self.lookup_l2 > 0
         if self.share_weights:
             full = self._tokens(inputs, self.num_levels - 1, penalise)
-            return tuple(
-                full if d == self.output_dim[-1] else full[..., :d] for d in self.output_dim
-            )
+            return tuple(prefix(full, (d,)) for d in self.output_dim)
         return tuple(self._tokens(inputs, level, penalise) for level in range(self.num_levels))
 
     def compute_output_shape(self, input_shape: Any) -> tuple:

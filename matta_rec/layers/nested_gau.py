@@ -265,11 +265,12 @@ class MNestedGAU(keras.layers.Layer):
             # parameters: q k^T / T = (q / sqrt(T)) (k / sqrt(T))^T.
             length = z.shape[1] if z.shape[1] is not None else ops.shape(z)[1]
             inv_sqrt_t = ops.rsqrt(ops.cast(length, z.dtype))
-            qk = ops.add(
-                ops.multiply(z[..., None, :], ops.multiply(gamma, inv_sqrt_t)),
-                ops.multiply(beta, inv_sqrt_t),
-            )  # (B, T, 2, s): queries and keys
-            q, k = tf.unstack(qk, num=2, axis=-2)
+            # Queries and keys from the (2, s) parameters' rows: two
+            # (B, T, s) products, not one (B, T, 2, s) product unstacked,
+            # whose gradient packs and tiles (bench/forward_cost.py).
+            scales = tf.unstack(ops.multiply(gamma, inv_sqrt_t), num=2)
+            offsets = tf.unstack(ops.multiply(beta, inv_sqrt_t), num=2)
+            q, k = (ops.add(ops.multiply(z, a), b) for a, b in zip(scales, offsets))
             attention = ops.square(ops.relu(tf.matmul(q, k, transpose_b=True)))
             gated.append(ops.multiply(u, tf.matmul(attention, v)))
         outs = self.o_proj(tuple(gated))

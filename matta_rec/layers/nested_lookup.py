@@ -11,6 +11,7 @@ from matta_rec.layers._nesting import (
     level_suffix,
     per_level,
     per_level_store,
+    prefix,
     split_inputs,
     track_per_level,
 )
@@ -143,14 +144,13 @@ class MNestedEmbedding(keras.layers.Layer):
             return self._tables[level]
         table = self._tables[self.num_levels - 1]
         d = self.output_dim[level]
-        return table if d == table.shape[-1] else table[:, :d]
+        return prefix(table, (d,))
 
     def call(self, inputs: Any) -> tuple:
         ids, shared = split_inputs(inputs, self.num_levels, self.name)
         if shared and self.share_weights:
             full = ops.take(self.embeddings, ops.cast(ids[-1], "int32"), axis=0)
-            d_ta = self.output_dim[-1]
-            return tuple(full if d == d_ta else full[..., :d] for d in self.output_dim)
+            return tuple(prefix(full, (d,)) for d in self.output_dim)
         return tuple(
             None if x is None else ops.take(self.level_table(level), ops.cast(x, "int32"), axis=0)
             for level, x in enumerate(ids)
