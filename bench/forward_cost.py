@@ -27,12 +27,13 @@ for reference.
 
 Usage:
     .venv/bin/python bench/forward_cost.py [--batch 1024 4096] [--steps 5] [--repeats 10]
-        [--threads 1] [--jit]
+        [--threads 1] [--scale 1] [--jit]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import time
 
@@ -117,6 +118,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="TF intra/inter-op threads (0 = TF default); 1 keeps CPU time "
                              "comparable on a shared machine")
+    parser.add_argument("--scale", type=int, default=1,
+                        help="multiply the default ModelConfig's d_model, GAU shared dim and "
+                             "MLP widths (both levels) by this factor: wider, more compute-bound "
+                             "shapes than the default")
     parser.add_argument("--jit", action="store_true",
                         help="also time XLA-compiled steps (from preprocessed features)")
     args = parser.parse_args()
@@ -129,6 +134,13 @@ def main() -> None:
     features_np = {f.name: columns[f.name] for f in schema.features}
     stats = FeatureStats.fit(schema, [features_np])
     config = ModelConfig()
+    if args.scale != 1:
+        config = dataclasses.replace(
+            config,
+            d_model=config.d_model * args.scale,
+            gau_shared_dim=config.gau_shared_dim * args.scale,
+            mlp_units=tuple(u * args.scale for u in config.mlp_units),
+        )
     nested = NestedRelevanceModel(schema, stats, config)
     ta_model = NestedRelevanceModel(schema, stats, config.with_levels(("ta",)))
     student_model = NestedRelevanceModel(schema, stats, config.with_levels(("student",)))

@@ -715,6 +715,7 @@ class LogStream:
         specs += [tf.TensorSpec((len(members), None, None) + shape, dtype) for (dtype, shape), members in stacks]
         grouped = (tuple(specs), tf.TensorSpec((None,), tf.int64))
 
+        @tf.autograph.experimental.do_not_convert
         def rebuild(packed, rows_end):
             k = tf.shape(rows_end)[0]
             out = {"features": {}, "labels": {}}
