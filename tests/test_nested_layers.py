@@ -443,3 +443,29 @@ def test_per_level_blocks_are_independent_draws():
         kernel = layer.kernel.numpy()
         correlation = np.corrcoef(kernel[1, :32], kernel[0, 32:64])[0, 1]
         assert abs(correlation) < 0.9, correlation
+
+
+def test_matta_step_slices_levels_with_slice_ops_whose_gradient_is_a_pad():
+    """A smaller level's block of a shared weight or activation is a `Slice`
+    (gradient `Pad`), never Python indexing (`StridedSliceGrad`, about twice
+    as slow: bench/forward_cost.py); the Student's gradient still lands in
+    its block only (test_dense_student_gradient_stays_in_its_slice)."""
+    from matta_rec.models import NestedRelevanceModel
+    from nested_testlib import make_batch, make_schema, make_stats, tiny_config
+
+    schema = make_schema()
+    model = NestedRelevanceModel(schema, make_stats(schema), tiny_config())
+    batch = {k: tf.constant(v) for k, v in make_batch(16).items()}
+    model(batch)
+
+    @tf.function
+    def step(features):
+        with tf.GradientTape() as tape:
+            out = model(features)
+            loss = tf.add_n([tf.reduce_sum(out[name]) for name in model.level_names])
+        return tape.gradient(loss, model.trainable_variables)
+
+    graph = step.get_concrete_function(batch).graph
+    types = [op.type for op in graph.get_operations()]
+    assert "StridedSliceGrad" not in types
+    assert types.count("Slice") > 0 and types.count("Pad") >= types.count("Slice")

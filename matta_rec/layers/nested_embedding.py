@@ -277,7 +277,7 @@ class MNestedFeatureEmbedding(keras.layers.Layer):
         stacked = ops.stack(tokens, axis=1)  # [B, F, d]
         if self.group_embeddings:
             groups = ops.take(self._group_vectors[level], ops.array(self._group_ids), axis=0)
-            stacked = ops.add(stacked, groups[None])
+            stacked = ops.add(stacked, groups)  # (F, d) broadcasts over the batch
         if squares:
             batch = ops.cast(ops.shape(stacked)[0], "float32")
             penalty = ops.divide(ops.sum(ops.stack(squares)), batch)
