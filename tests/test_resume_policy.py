@@ -52,6 +52,7 @@ def test_nothing_changed_is_no_change():
         ("data.skip_bad_shards", True),
         ("data.max_rows", 12345),
         ("epochs", 3),
+        ("distribute.collective_timeout_s", 60.0),
     ],
 )
 def test_each_allowed_family_is_returned(key, value):

@@ -194,7 +194,8 @@ def test_cli_help_lists_every_option_and_bad_config_exits_2(tmp_path, capsys):
 
     reference = config_reference()
     for key in ("loss.ramp.delay_steps", "loss.temperature", "optimizer.settings", "batch_size",
-                "checkpoint.every_rows", "epochs", "mode", "strategy", "data.holdout_shards"):
+                "checkpoint.every_rows", "epochs", "mode", "strategy", "data.holdout_shards",
+                "distribute.collective_timeout_s"):
         assert key in reference, key
     assert "debug" not in reference  # test hooks are callbacks, not user configuration
     bad = tmp_path / "bad.yaml"
@@ -203,6 +204,10 @@ def test_cli_help_lists_every_option_and_bad_config_exits_2(tmp_path, capsys):
                  str(tmp_path / "run"), "--config", str(bad)])
     err = capsys.readouterr().err
     assert code == 2 and str(bad) in err and "loss.ramp" in err and "delay" in err
+    code = main(["train", "--data", str(tmp_path), "--schema", "s.yaml", "--out",
+                 str(tmp_path / "run"), "--set", "distribute.collective_timeout_s=0"])
+    err = capsys.readouterr().err
+    assert code == 2 and "distribute.collective_timeout_s must be a positive number" in err
 
 
 @pytest.mark.slow

@@ -161,9 +161,11 @@ def test_kill_one_worker_then_resume_both_is_exact_once(tmp_path):
     write_uneven_logs(logs, SIZES + [30])  # the last shard is held out
     out = str(tmp_path / "run")
     rows_files = [str(tmp_path / f"rows-{i}.txt") for i in range(2)]
+    # A 30 s collective timeout (default 300): the survivor must fail soon.
     config = _write_config(tmp_path, _config(**{"checkpoint.every_rows": 64,
-                                                "data.holdout_shards": 1}))
-    procs = start_workers(logs, out, config, rows_files, step_delay=1.0, timeout_s=30)
+                                                "data.holdout_shards": 1,
+                                                "distribute.collective_timeout_s": 30}))
+    procs = start_workers(logs, out, config, rows_files, step_delay=1.0)
     deadline = time.time() + 300
     while len(read_rows(rows_files[1])[0]) < 3:  # worker 1 has trained 3 steps
         assert time.time() < deadline and procs[1].poll() is None, procs[1].stdout.read()[-3000:]

@@ -74,7 +74,7 @@ def free_ports(n):
 
 
 def start_workers(logs, out, config_path, rows_files, resume=False, step_delay=0.0,
-                  timeout_s=None, workers=2):
+                  workers=2):
     """Start ``workers`` driver processes (one per ``TF_CONFIG`` task); returns the Popens."""
     hosts = [f"127.0.0.1:{p}" for p in free_ports(workers)]
     procs = []
@@ -82,8 +82,6 @@ def start_workers(logs, out, config_path, rows_files, resume=False, step_delay=0
         env = dict(os.environ, CUDA_VISIBLE_DEVICES="-1", TF_CPP_MIN_LOG_LEVEL="2",
                    TF_CONFIG=json.dumps({"cluster": {"worker": hosts},
                                          "task": {"type": "worker", "index": index}}))
-        if timeout_s is not None:
-            env["MATTA_REC_COLLECTIVE_TIMEOUT_S"] = str(timeout_s)
         cmd = [sys.executable, os.path.join(HERE, "train_driver.py"), "--data", logs,
                "--schema", os.path.join(logs, "schema.yaml"), "--out", out,
                "--config", str(config_path), "--rows-file", rows_files[index],

@@ -395,6 +395,29 @@ class FollowConfig:
 
 
 @dataclasses.dataclass
+class DistributeConfig:
+    """Settings of the ``tf.distribute`` strategy (``strategy`` picks it).
+
+    Args:
+        collective_timeout_s: under ``strategy: multi_worker``, seconds a
+            collective op (the step's all-reduce, the workers' agreement
+            before each step) may wait for the other workers before it
+            fails. It bounds how long the survivors of a dead worker wait
+            before they exit non-zero, and must exceed the longest a healthy
+            worker may take between two steps (reading its largest shard; the
+            chief fitting the preprocessing statistics at the start).
+            Default 300.
+    """
+
+    collective_timeout_s: float = 300.0
+
+    def __post_init__(self):
+        _check(self.collective_timeout_s > 0,
+               "distribute.collective_timeout_s must be a positive number of seconds, got "
+               f"{self.collective_timeout_s!r}; e.g. --set distribute.collective_timeout_s=300")
+
+
+@dataclasses.dataclass
 class PublishConfig:
     """Gated publication of new versions to TF Serving during training.
 
@@ -444,6 +467,7 @@ class RunConfig:
             (independent Student and TA weights).
         strategy: ``"default"`` (one device), ``"mirrored"`` (all local
             devices) or ``"multi_worker"`` (``TF_CONFIG``).
+        distribute: the strategy's settings (:class:`DistributeConfig`).
         seed: random seed of weight initialisation.
         data: stream options (:class:`DataConfig`).
         validation: scoring of the validation set ``data.valid``
@@ -469,6 +493,7 @@ class RunConfig:
     epochs: int = 1
     mode: Literal["student", "ta", "matta", "matta_no_distill", "matta_no_sharing"] = "matta"
     strategy: Literal["default", "mirrored", "multi_worker"] = "default"
+    distribute: DistributeConfig = dataclasses.field(default_factory=DistributeConfig)
     seed: int = 0
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     validation: ValidationConfig = dataclasses.field(default_factory=ValidationConfig)

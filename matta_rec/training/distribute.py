@@ -15,8 +15,8 @@ when the stream is over; a worker whose part ran out, or whose last batch is
 short, pads its local batch with zero-weight rows, so every step has the
 same shape everywhere and every row is trained exactly once
 (:func:`make_worker_train_step`).  A collective waits at most
-:func:`collective_timeout_s` seconds (``MATTA_REC_COLLECTIVE_TIMEOUT_S``), so
-when a worker dies the others fail instead of hanging.
+``distribute.collective_timeout_s`` seconds of the run config (default 300),
+so when a worker dies the others fail instead of hanging.
 
 In both cases the per-replica losses are divided by the *global* batch
 weight, so the all-reduced gradient equals the single-device one, and the
@@ -40,51 +40,34 @@ from matta_rec.errors import ConfigError
 
 __all__ = ["make_strategy", "task_of", "is_chief", "make_train_step", "worker_of",
            "input_context", "assign_shards", "exchange", "worker_values",
-           "make_worker_train_step", "collective_timeout_s"]
+           "make_worker_train_step", "DEFAULT_COLLECTIVE_TIMEOUT_S"]
 
 _STRATEGIES: dict = {}
 _GATHERS: dict = {}  # id(strategy) -> compiled all-gather of exchange()
 
 #: Seconds a collective op may wait for the other workers under
-#: ``multi_worker`` before it fails (the environment variable overrides it).
-#: It bounds how long the survivors of a dead worker wait, and must exceed
-#: the longest a healthy worker may take between two steps (reading its
-#: largest shard; the chief fitting the preprocessing statistics).
+#: ``multi_worker`` before it fails, unless the run config sets
+#: ``distribute.collective_timeout_s``
+#: (:class:`~matta_rec.training.config.DistributeConfig`).
 DEFAULT_COLLECTIVE_TIMEOUT_S = 300.0
-COLLECTIVE_TIMEOUT_ENV = "MATTA_REC_COLLECTIVE_TIMEOUT_S"
 
 
-def collective_timeout_s() -> float:
-    """The collective timeout: ``$MATTA_REC_COLLECTIVE_TIMEOUT_S`` or the default.
-
-    Raises:
-        ConfigError: the variable is not a positive number of seconds.
-    """
-    text = os.environ.get(COLLECTIVE_TIMEOUT_ENV)
-    if text is None or not text.strip():
-        return DEFAULT_COLLECTIVE_TIMEOUT_S
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        raise ConfigError(f"{COLLECTIVE_TIMEOUT_ENV}={text!r} must be a positive number of "
-                          f"seconds, e.g. {COLLECTIVE_TIMEOUT_ENV}=300")
-    return value
-
-
-def make_strategy(name: str, source: str = "<config>"):
+def make_strategy(name: str, source: str = "<config>",
+                  collective_timeout_s: float = DEFAULT_COLLECTIVE_TIMEOUT_S):
     """The ``tf.distribute`` strategy of ``strategy: default|mirrored|multi_worker``.
 
     ``mirrored`` uses every GPU, or every logical CPU device when there is
     no GPU; ``multi_worker`` reads the cluster from ``TF_CONFIG`` and bounds
-    every collective by :func:`collective_timeout_s`.  Call it
+    every collective by ``collective_timeout_s``.  Call it
     before any other TensorFlow op (``multi_worker`` must configure the
     runtime first).
 
     Args:
         name: ``"default"``, ``"mirrored"`` or ``"multi_worker"``.
         source: the config file, named in errors.
+        collective_timeout_s: ``multi_worker`` only: seconds a collective
+            may wait for the other workers (``distribute.collective_timeout_s``
+            of the run config).
 
     Returns:
         The strategy (one object per kind and process).
@@ -117,7 +100,7 @@ def make_strategy(name: str, source: str = "<config>"):
                 key="strategy",
             )
         options = tf.distribute.experimental.CommunicationOptions(
-            timeout_seconds=collective_timeout_s())
+            timeout_seconds=float(collective_timeout_s))
         _STRATEGIES[name] = tf.distribute.MultiWorkerMirroredStrategy(
             communication_options=options)
         return _STRATEGIES[name]

@@ -184,7 +184,8 @@ class _TrainingSession:
         self.resume, self.changes = resume, list(changes)
         self.model_builder = model_builder or build_model
         self.callbacks = CallbackList(callbacks)
-        self.strategy = make_strategy(config.strategy, config.source)  # before any TF op
+        self.strategy = make_strategy(  # before any TF op
+            config.strategy, config.source, config.distribute.collective_timeout_s)
         self.chief = is_chief(self.strategy)
         self.task = task_of(self.strategy)
         self._prepare()

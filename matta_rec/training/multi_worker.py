@@ -27,9 +27,8 @@ of a ``MultiWorkerMirroredStrategy`` cluster (``TF_CONFIG``):
   TensorFlow checkpoint: a ``ckpt-<rows_end>`` that ``--resume`` finds has
   every worker's position, whenever a process was killed.  ``rows_end`` is
   the global row count.
-* *Failures.*  Collectives time out after
-  :func:`~matta_rec.training.distribute.collective_timeout_s`; a dead worker
-  makes the others fail, not hang.
+* *Failures.*  Collectives time out after ``distribute.collective_timeout_s``
+  seconds (run config); a dead worker makes the others fail, not hang.
 
 Follow mode is not supported under ``multi_worker`` (refused by
 :func:`~matta_rec.training.loop.train_run`).

@@ -5,7 +5,8 @@ state and the stream position were made under the run's config (its
 ``config.yaml``). A few keys only steer *how* the run goes on and may change
 (:data:`ALLOWED_ON_RESUME`): checkpoint cadence, online metrics, continuous
 mode (``follow.*``) and gated publication (``publish.*``), whether bad
-shards are quarantined, and how long the run is (``data.max_rows``,
+shards are quarantined, the multi-worker collective timeout, and how long
+the run is (``data.max_rows``,
 ``epochs``; not when a learning-rate schedule depends on the run's length,
 since changing the length would move the schedule under the trained weights).
 Every other key (model, loss, optimizer, ``batch_size``, the rest of
@@ -54,6 +55,7 @@ __all__ = [
 
 #: Keys (dotted; ``section.*`` = every key of the section) that may change on ``--resume``.
 ALLOWED_ON_RESUME = ("checkpoint.*", "metrics.*", "follow.*", "publish.*", "data.skip_bad_shards",
+                     "distribute.collective_timeout_s",
                      "data.max_rows", "epochs", "early_stopping.patience",
                      "early_stopping.min_delta", "validation.every_rows")
 
