@@ -47,3 +47,20 @@ def user_ranker(schema, stats):
     cards = {f.name: pre.cardinality(f.name) for f in schema.features if f.kind == "categorical"}
     numeric = [f.name for f in schema.features if f.kind == "numeric"]
     return functional_ranker(cards, numeric=numeric)
+
+
+def keras_rs_dcn(cardinalities, dim=4, projection_dim=None):
+    """A DCN-v2 ranker written with keras_rs: embeddings -> two
+    ``keras_rs.layers.FeatureCross`` (x0 crossed with the running x) -> MLP."""
+    import keras_rs
+
+    inputs = {name: keras.Input(shape=(), dtype="int32", name=name) for name in cardinalities}
+    parts = [keras.layers.Embedding(card, dim, name=f"{name}_embedding")(inputs[name])
+             for name, card in cardinalities.items()]
+    x0 = keras.layers.Concatenate(name="concat")(parts)
+    x = keras_rs.layers.FeatureCross(projection_dim=projection_dim, diag_scale=0.1,
+                                     name="cross_1")(x0)
+    x = keras_rs.layers.FeatureCross(projection_dim=projection_dim, name="cross_2")(x0, x)
+    x = keras.layers.Dense(8, activation="relu", name="mlp_1")(x)
+    out = keras.layers.Dense(1, activation="sigmoid", name="probability")(x)
+    return keras.Model(inputs, out, name="keras_rs_dcn")

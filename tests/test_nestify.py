@@ -207,3 +207,43 @@ def test_train_run_with_a_user_model_source(tmp_path):
     served = tf.saved_model.load(str(tmp_path / "exports" / "student" / "1"))
     logit = served.signatures["serving_default"](**{k: tf.constant(v) for k, v in rows.items()})
     np.testing.assert_allclose(logit["logit"].numpy(), serving(rows).numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("projection_dim", [None, 3])
+def test_keras_rs_feature_cross_is_nested_and_extracted(projection_dim, tmp_path):
+    """A DCN-v2 written with keras_rs: its FeatureCross layers get MNestedCross
+    twins (wider inputs, and wider projections), the Student starts as the
+    user's model and is extracted back into keras_rs layers."""
+    import keras_rs
+
+    from matta_rec.layers import MNestedCross
+    from nestify_testlib import keras_rs_dcn
+
+    x = fn_batch()
+    user = trained(keras_rs_dcn(CARDS, projection_dim=projection_dim), x)
+    same = matta_rec.nestify(user, width_factor=1.0, d_model_factor=1.0)
+    for level in ("student", "ta"):
+        np.testing.assert_allclose(sigmoid(same(x)[level]), user(x).numpy().reshape(-1),
+                                   atol=1e-6, rtol=0)
+    nested = matta_rec.nestify(user, width_factor=2.0, d_model_factor=2.0)
+    cross = nested.twin("cross_2")
+    assert isinstance(cross, MNestedCross)
+    assert cross.projection_dim == ((None, None) if projection_dim is None else (3, 6))
+    np.testing.assert_allclose(sigmoid(nested(x)["student"]), user(x).numpy().reshape(-1),
+                               atol=1e-6, rtol=0)
+    trainer = MatTATrainer(nested, LossConfig(), levels=nested.levels)
+    trainer.compile(optimizer=keras.optimizers.Adam(0.05))
+    trainer.train_batch(x, {"target": np.full(batch_len(x), 0.3, "float32")})
+    for level in ("student", "ta"):
+        plain = nested.extract(level)
+        assert isinstance(plain.get_layer("cross_2"), keras_rs.layers.FeatureCross)
+        np.testing.assert_allclose(plain(x).numpy().reshape(-1), sigmoid(nested(x)[level]),
+                                   atol=1e-6, rtol=0)
+    student = nested.extract("student")
+    assert student.get_config() == user.get_config()
+    assert nested.extract("ta").count_params() > student.count_params()
+    path = str(tmp_path / "nested.keras")
+    nested.save(path)
+    loaded = keras.saving.load_model(path)
+    for level, value in nested(x).items():
+        np.testing.assert_array_equal(loaded(x)[level].numpy(), value.numpy())

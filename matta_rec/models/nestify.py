@@ -33,7 +33,8 @@ from matta_rec.models.nestify_graph import (
 
 # Config keys holding a width that nestify scales, per layer class.
 _WIDTH_KEYS = {"Dense": ("units",), "Embedding": ("output_dim",),
-               "MNestedCross": ("projection_dim",), "MNestedGAU": ("units", "shared_dim")}
+               "MNestedCross": ("projection_dim",), "FeatureCross": ("projection_dim",),
+               "MNestedGAU": ("units", "shared_dim")}
 
 
 def _factors(value: Any, levels: Sequence[str], name: str) -> tuple:
@@ -333,6 +334,8 @@ def _set_widths(entry: dict, twin, level: int) -> None:
         config["output_dim"] = twin.output_dim[level]
     elif kind == "MNestedCross":
         config["projection_dim"] = [twin.projection_dim[level]]
+    elif kind == "FeatureCross":  # keras_rs
+        config["projection_dim"] = twin.projection_dim[level]
     else:
         config["units"] = [twin.units[level]]
         config["shared_dim"] = [twin.shared_dim[level]]

@@ -145,10 +145,21 @@ def final_sigmoid(graph) -> tuple[str | None, str | None]:
         return None, None
 
 
+def is_feature_cross(op) -> bool:
+    """Whether ``op`` is ``keras_rs.layers.FeatureCross`` (DCN-v2's cross layer).
+
+    Checked by name, so that nestify needs no ``keras_rs`` import: its
+    :class:`~matta_rec.layers.MNestedCross` twin takes the same arguments and
+    holds the same variables in the same order.
+    """
+    kind = type(op)
+    return kind.__name__ == "FeatureCross" and kind.__module__.split(".")[0] == "keras_rs"
+
+
 def nestable(op) -> bool:
     """Whether nestify has an M-nested twin for this layer."""
     kind = type(op)
-    if kind in (keras.layers.Dense, keras.layers.Embedding):
+    if kind in (keras.layers.Dense, keras.layers.Embedding) or is_feature_cross(op):
         return True
     if kind is keras.layers.LayerNormalization:
         return op.axis in (-1, [-1]) and not op.rms_scaling
@@ -203,6 +214,18 @@ def make_twin(op, plan: Plan, widen: bool, strip_sigmoid: bool):
                 "embeddings_initializer", "embeddings_regularizer", "embeddings_constraint")},
             **common,
         )
+    if is_feature_cross(op):
+        config = op.get_config()
+        factors = plan.width_factors if widen else (1.0,) * n
+        dim = config["projection_dim"]
+        return MNestedCross(
+            [None if dim is None else scaled(dim, f) for f in factors],
+            share_weights=share,
+            **{key: config[key] for key in (
+                "diag_scale", "use_bias", "pre_activation", "kernel_initializer",
+                "bias_initializer", "kernel_regularizer", "bias_regularizer")},
+            **common,
+        )
     if kind in (keras.layers.LayerNormalization, keras.layers.BatchNormalization):
         config = op.get_config()
         keys = ["epsilon", "center", "scale", "beta_initializer", "gamma_initializer",
@@ -233,9 +256,10 @@ def _per_level_arg(value):
 
 
 def _call_twin(twin, op, args, kwargs):
-    if isinstance(op, MNestedCross):
+    if isinstance(twin, MNestedCross):
         x0 = _per_level_arg(args[0])
         x = args[1] if len(args) > 1 else kwargs.get("x")
+        # Twin of an MNestedCross or of a keras_rs FeatureCross (same call).
         return twin(x0) if x is None else twin(x0, _per_level_arg(x))
     return twin(_per_level_arg(args[0]))
 
@@ -311,7 +335,8 @@ def trace_nested(template, plan: Plan):
                         f"layer '{op.name}' ({type(op).__name__}) of '{graph.name}' has "
                         "weights and reads a widened input, and nestify has no M-nested "
                         "twin for it (it nests Dense, Embedding, LayerNormalization, "
-                        "BatchNormalization, MNestedCross, MNestedGAU): keep its inputs at "
+                        "BatchNormalization, keras_rs FeatureCross, MNestedCross, "
+                        "MNestedGAU): keep its inputs at "
                         "their width with nestify(model, layers=[...]) listing only the "
                         "layers to widen"
                     )
