@@ -139,7 +139,8 @@ def test_is_allowed_matches_whole_sections_only():
     assert is_allowed("follow.poll_interval_s", schedule_depends_on_length=False)
     assert is_allowed("publish.tolerance", schedule_depends_on_length=False)
     assert set(ALLOWED_ON_RESUME) == {"checkpoint.*", "metrics.*", "follow.*", "publish.*",
-                                      "data.skip_bad_shards", "data.max_rows", "epochs",
+                                      "data.skip_bad_shards", "distribute.collective_timeout_s",
+                                      "data.max_rows", "epochs",
                                       "early_stopping.patience", "early_stopping.min_delta",
                                       "validation.every_rows"}
     assert not is_allowed("early_stopping.restore_best", schedule_depends_on_length=False)

@@ -29,6 +29,8 @@ from matta_rec.utils.config import from_dict, load_yaml, to_dict
 
 MODES = ("student", "ta", "matta", "matta_no_distill", "matta_no_sharing")
 STRATEGIES = ("default", "mirrored", "multi_worker")
+#: ``distribute.collective_timeout_s`` when the run config does not set it.
+DEFAULT_COLLECTIVE_TIMEOUT_S = 300.0
 RAMP_KINDS = ("linear", "cosine", "constant")
 SCHEDULE_KINDS = ("constant", "cosine", "linear", "step")
 
@@ -409,7 +411,7 @@ class DistributeConfig:
             Default 300.
     """
 
-    collective_timeout_s: float = 300.0
+    collective_timeout_s: float = DEFAULT_COLLECTIVE_TIMEOUT_S
 
     def __post_init__(self):
         _check(self.collective_timeout_s > 0,

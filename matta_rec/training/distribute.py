@@ -37,20 +37,14 @@ from __future__ import annotations
 import os
 
 from matta_rec.errors import ConfigError
+from matta_rec.training.config import DEFAULT_COLLECTIVE_TIMEOUT_S
 
 __all__ = ["make_strategy", "task_of", "is_chief", "make_train_step", "worker_of",
            "input_context", "assign_shards", "exchange", "worker_values",
-           "make_worker_train_step", "DEFAULT_COLLECTIVE_TIMEOUT_S"]
+           "make_worker_train_step"]
 
 _STRATEGIES: dict = {}
 _GATHERS: dict = {}  # id(strategy) -> compiled all-gather of exchange()
-
-#: Seconds a collective op may wait for the other workers under
-#: ``multi_worker`` before it fails, unless the run config sets
-#: ``distribute.collective_timeout_s``
-#: (:class:`~matta_rec.training.config.DistributeConfig`).
-DEFAULT_COLLECTIVE_TIMEOUT_S = 300.0
-
 
 def make_strategy(name: str, source: str = "<config>",
                   collective_timeout_s: float = DEFAULT_COLLECTIVE_TIMEOUT_S):
