@@ -188,6 +188,31 @@ def test_kill_minus_nine_and_resume_trains_every_row_exactly_once(logs, tmp_path
     assert sum(e["rows"] for e in metrics["online"]["curve"]) == 1200
 
 
+def test_a_checkpoint_of_another_model_is_refused_not_half_restored(finished_run, tmp_path):
+    """Without model.keras a run is rebuilt from config.yaml and its last
+    checkpoint; a model with variables the checkpoint lacks (here the
+    per-level weights of matta_no_sharing) must fail naming the checkpoint,
+    not come back with those variables at their initial values."""
+    import shutil
+
+    import yaml
+
+    out, _ = finished_run
+    copy = str(tmp_path / "run")
+    shutil.copytree(out, copy)
+    os.remove(os.path.join(copy, "model.keras"))
+    assert load_run(copy).model is not None  # the same config restores
+    path = os.path.join(copy, "config.yaml")
+    with open(path) as handle:
+        config = yaml.safe_load(handle)
+    config["mode"] = "matta_no_sharing"
+    with open(path, "w") as handle:
+        yaml.safe_dump(config, handle)
+    with pytest.raises(ConfigError, match="does not hold the variables of the model") as info:
+        load_run(copy)
+    assert "ckpt-" in str(info.value) and "new --out" in str(info.value)
+
+
 def test_cli_help_lists_every_option_and_bad_config_exits_2(tmp_path, capsys):
     from matta_rec.cli.main import main
     from matta_rec.cli.train import config_reference

@@ -67,6 +67,7 @@ from matta_rec.training.run_dir import (
     example_tensors,
     get_optimizer,
     read_json,
+    restore_checkpoint,
     write_json_atomic,
 )
 
@@ -423,7 +424,7 @@ class _TrainingSession:
 
     def _restore_checkpoint(self) -> None:
         latest, state = self.latest, self.state
-        self.checkpoint.restore(latest).assert_existing_objects_matched()
+        restore_checkpoint(self.checkpoint, latest)
         self.rows_start = rows_start = int(self.rows_var.numpy())
         if rows_start != state["rows_end"]:
             raise DataError(f"checkpoint {latest} holds rows_end {rows_start} but its state file "

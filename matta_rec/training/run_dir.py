@@ -291,8 +291,40 @@ def restore_latest(paths: RunPaths, config: RunConfig, schema: Schema, stats,
     if features is None:
         raise ConfigError("the checkpoint state has no example batch to build the model", source=latest)
     model(example_tensors(features, schema), training=False)
-    tf.train.Checkpoint(model=model).restore(latest).expect_partial()
+    # The checkpoint also holds the optimizer and metrics: only the model's
+    # variables must all be found (a model variable left at its initial
+    # value would be exported as if trained).
+    restore_checkpoint(tf.train.Checkpoint(model=model), latest).expect_partial()
     return model
+
+
+def restore_checkpoint(checkpoint, path: str):
+    """``checkpoint.restore(path)``, every variable of ``checkpoint`` found in it.
+
+    Returns:
+        The load status (``expect_partial()`` it when the file may hold more).
+
+    Raises:
+        ConfigError: a variable of the model (or optimizer, ...) being
+            restored is not in the checkpoint, or has another shape: the model
+            that ``config.yaml`` builds is not the one that was trained (a run
+            directory of another matta_rec version, or a hand-edited config).
+    """
+    status = None
+    try:
+        status = checkpoint.restore(path)
+        return status.assert_existing_objects_matched()
+    except (AssertionError, ValueError) as exc:
+        if status is not None:
+            status.expect_partial()  # no warning per unread value on the way out
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(
+            "the checkpoint does not hold the variables of the model that the run's "
+            f"config.yaml builds ({first[:300]}); the run was trained with another model "
+            "(another matta_rec version or a changed config): load it with the version and "
+            "config that wrote it, or train again into a new --out",
+            source=path,
+        ) from exc
 
 
 def example_batch(features: dict, rows: int = 2) -> dict:
