@@ -210,7 +210,9 @@ def test_a_checkpoint_of_another_model_is_refused_not_half_restored(finished_run
         yaml.safe_dump(config, handle)
     with pytest.raises(ConfigError, match="does not hold the variables of the model") as info:
         load_run(copy)
-    assert "ckpt-" in str(info.value) and "new --out" in str(info.value)
+    message = str(info.value)
+    assert "ckpt-" in message and "new --out" in message
+    assert "_level0" in message  # names the variables the checkpoint lacks
 
 
 def test_cli_help_lists_every_option_and_bad_config_exits_2(tmp_path, capsys):

@@ -317,10 +317,16 @@ def restore_checkpoint(checkpoint, path: str):
     except (AssertionError, ValueError) as exc:
         if status is not None:
             status.expect_partial()  # no warning per unread value on the way out
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        missing = re.findall(r"path=([^,\s>]+)", str(exc))
+        if missing:
+            detail = (f"{len(missing)} variable(s) not in it: {', '.join(missing[:5])}"
+                      + (", ..." if len(missing) > 5 else ""))
+        else:
+            text = str(exc).strip()
+            detail = text.splitlines()[0][:200] if text else type(exc).__name__
         raise ConfigError(
             "the checkpoint does not hold the variables of the model that the run's "
-            f"config.yaml builds ({first[:300]}); the run was trained with another model "
+            f"config.yaml builds ({detail}); the run was trained with another model "
             "(another matta_rec version or a changed config): load it with the version and "
             "config that wrote it, or train again into a new --out",
             source=path,
